@@ -1,0 +1,1 @@
+//! UniFFI facade over doorstep-core; filled by the mobile-bindings issue.

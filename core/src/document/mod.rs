@@ -1,0 +1,729 @@
+//! One household as one Automerge document: its profile, visits and issues.
+//!
+//! This layer is sans-I/O: it creates, reads, edits and merges a document in memory.
+//! `crate::store` persists it; `crate::replica` ties the two together.
+//!
+//! Document layout (see `docs/data-model.md`):
+//! `{ schema_version, household: {..}, visits: {id: {..}}, issues: {id: {..}} }`.
+//! Every container is created together with its parent, never lazily, so that two
+//! replicas never create competing copies of the same map.
+
+mod conflicts;
+pub(crate) mod status;
+pub(crate) mod stored;
+
+use std::collections::HashSet;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use autosurgeon::{hydrate_path, hydrate_prop, reconcile_prop, Text};
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use stored::*;
+
+/// Who is making a change: the member and the device they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub member_id: String,
+    pub device_id: String,
+}
+
+/// What is recorded in every Automerge change's message.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChangeNote {
+    member: String,
+    device: String,
+    action: String,
+}
+
+/// Read a change message back into who did what; foreign or missing messages read as unknown.
+fn read_note(message: Option<&str>) -> (String, String, String) {
+    message
+        .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
+        .map(|n| (n.member, n.device, n.action))
+        .unwrap_or_else(|| (String::new(), String::new(), message.unwrap_or_default().to_string()))
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn corrupt(id: &str, e: impl std::fmt::Display) -> Error {
+    Error::CorruptHousehold { household_id: id.to_string(), reason: e.to_string() }
+}
+
+/// A calendar date typed by a person: `YYYY-MM-DD`.
+pub(crate) fn check_date(field: &str, value: &str) -> Result<()> {
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|_| ()).map_err(|_| {
+        Error::invalid(
+            format!("{field} 应为 年-月-日 格式的日期，收到“{value}”"),
+            format!("{field} must be a date as YYYY-MM-DD, got {value:?}"),
+        )
+    })
+}
+
+fn check_not_blank(field: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(format!("{field} 不能为空"), format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+fn check_phone(value: &str) -> Result<()> {
+    let ok = value.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
+        && value.chars().filter(char::is_ascii_digit).count() >= 5;
+    if !value.is_empty() && !ok {
+        return Err(Error::invalid(
+            format!("电话号码“{value}”无效"),
+            format!("phone number {value:?} is not valid"),
+        ));
+    }
+    Ok(())
+}
+
+fn stamp(author: &Author, now_ms: i64) -> StampDoc {
+    StampDoc { member: author.member_id.clone(), device: author.device_id.clone(), at: now_ms }
+}
+
+/// What `HouseholdDocument::apply` did with a batch of changes.
+pub struct Applied {
+    /// Changes new to this document and applied.
+    pub applied: usize,
+    /// Changes whose dependencies are missing, not applied yet.
+    pub waiting: Vec<Change>,
+}
+
+/// A household's Automerge document, with typed reads and edits.
+pub struct HouseholdDocument {
+    id: String,
+    doc: AutoCommit,
+}
+
+impl HouseholdDocument {
+    /// Create the document of a new household; the caller is its only creator.
+    pub fn create(
+        actor: &ActorId,
+        author: &Author,
+        now_ms: i64,
+        new: &NewHousehold,
+    ) -> Result<HouseholdDocument> {
+        check_not_blank("family_name/户名", &new.family_name)?;
+        check_not_blank("community_id/社区", &new.community_id)?;
+        check_not_blank("branch_id/支部", &new.branch_id)?;
+        for g in &new.guardians {
+            check_phone(&g.phone)?;
+        }
+        let id = new_id();
+        let household = HouseholdDoc {
+            id: id.clone(),
+            family_name: new.family_name.clone(),
+            address: new.address.clone(),
+            community_id: new.community_id.clone(),
+            branch_id: new.branch_id.clone(),
+            guardians: new
+                .guardians
+                .iter()
+                .map(|g| {
+                    (new_id(), GuardianDoc { name: g.name.clone(), relation: g.relation.clone(), phone: g.phone.clone() })
+                })
+                .collect(),
+            students: new
+                .students
+                .iter()
+                .map(|s| {
+                    (
+                        new_id(),
+                        StudentDoc {
+                            name: s.name.clone(),
+                            school: s.school.clone(),
+                            grade: s.grade.clone(),
+                            hukou_status: s.hukou_status.as_str().to_string(),
+                        },
+                    )
+                })
+                .collect(),
+            assigned_members: new.assigned_members.iter().map(|m| (m.clone(), true)).collect(),
+            notes: Text::with_value(&new.notes),
+            archived: false,
+            created: stamp(author, now_ms),
+        };
+        let mut this = HouseholdDocument { id: id.clone(), doc: AutoCommit::new().with_actor(actor.clone()) };
+        this.change(author, now_ms, format!("create_household {id}"), |doc| {
+            doc.put(ROOT, "schema_version", SCHEMA_VERSION)?;
+            reconcile_prop(doc, ROOT, "household", &household).map_err(|e| corrupt(&id, e))?;
+            let empty: BTreeMap<String, bool> = BTreeMap::new();
+            reconcile_prop(doc, ROOT, "visits", &empty).map_err(|e| corrupt(&id, e))?;
+            reconcile_prop(doc, ROOT, "issues", &empty).map_err(|e| corrupt(&id, e))?;
+            Ok(())
+        })?;
+        Ok(this)
+    }
+
+    /// Load a stored document strictly: a truncated or garbled one is an error, never a
+    /// silently shorter document.
+    pub fn load(id: &str, bytes: &[u8], actor: &ActorId) -> Result<HouseholdDocument> {
+        let options = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Error);
+        let doc = AutoCommit::load_with_options(bytes, options).map_err(|e| corrupt(id, e))?;
+        Ok(HouseholdDocument { id: id.to_string(), doc: doc.with_actor(actor.clone()) })
+    }
+
+    /// An empty document for a household first heard of from a peer.
+    pub fn empty(id: &str, actor: &ActorId) -> HouseholdDocument {
+        HouseholdDocument { id: id.to_string(), doc: AutoCommit::new().with_actor(actor.clone()) }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The whole document, compacted.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes made after `heads`, as bytes that `load` accepts after a snapshot.
+    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
+    }
+
+    /// The changes a peer lacks, given the heads it reported. Heads we do not know are
+    /// ignored (the peer has something we lack; it will send it).
+    pub fn changes_since(&mut self, peer_heads: &[ChangeHash]) -> Vec<Change> {
+        let known: Vec<ChangeHash> = peer_heads.iter().copied().filter(|h| self.has_change(h)).collect();
+        self.doc.get_changes(&known)
+    }
+
+    /// Apply changes from a peer. Changes whose dependencies are still missing are not
+    /// given to Automerge; they are returned so the caller can keep them until the
+    /// dependencies arrive.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Applied> {
+        let mut applied = 0;
+        let mut waiting: Vec<Change> = Vec::new();
+        let mut seen = HashSet::new();
+        for c in changes {
+            if seen.insert(c.hash()) && !self.has_change(&c.hash()) {
+                waiting.push(c);
+            }
+        }
+        loop {
+            let (ready, rest): (Vec<Change>, Vec<Change>) = waiting
+                .into_iter()
+                .partition(|c| c.deps().iter().all(|d| self.doc.get_change_meta_by_hash(d).is_some()));
+            waiting = rest;
+            if ready.is_empty() {
+                return Ok(Applied { applied, waiting });
+            }
+            applied += ready.len();
+            self.doc.apply_changes(ready).map_err(|e| corrupt(&self.id, e))?;
+        }
+    }
+
+    /// Run `edit` as one Automerge change recording who made it and what it did.
+    /// An error rolls the edit back, leaving the document as it was.
+    fn change<T>(
+        &mut self,
+        author: &Author,
+        now_ms: i64,
+        action: String,
+        edit: impl FnOnce(&mut AutoCommit) -> Result<T>,
+    ) -> Result<T> {
+        match edit(&mut self.doc) {
+            Ok(value) => {
+                let note = ChangeNote {
+                    member: author.member_id.clone(),
+                    device: author.device_id.clone(),
+                    action,
+                };
+                let message = serde_json::to_string(&note).expect("a change note serialises");
+                self.doc.commit_with(CommitOptions::default().with_message(message).with_time(now_ms));
+                Ok(value)
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    // ----- reading -------------------------------------------------------------
+
+    /// The schema version the document was written with (1 when absent).
+    pub fn schema_version(&self) -> u64 {
+        match self.doc.get(ROOT, "schema_version") {
+            Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Uint(v) => *v,
+                ScalarValue::Int(v) => *v as u64,
+                _ => SCHEMA_VERSION,
+            },
+            _ => SCHEMA_VERSION,
+        }
+    }
+
+    /// Whether the document holds a household profile yet (a document received from a
+    /// peer may still wait for its first change).
+    pub fn has_household(&self) -> bool {
+        matches!(self.doc.get(ROOT, "household"), Ok(Some(_)))
+    }
+
+    pub fn household(&self) -> Result<Household> {
+        hydrate_prop::<_, HouseholdDoc, _, _>(&self.doc, ROOT, "household")
+            .map(|h| h.to_model())
+            .map_err(|e| corrupt(&self.id, e))
+    }
+
+    fn visit_docs(&self) -> Result<BTreeMap<String, VisitDoc>> {
+        hydrate_prop(&self.doc, ROOT, "visits").map_err(|e| corrupt(&self.id, e))
+    }
+
+    fn issue_docs(&self) -> Result<BTreeMap<String, IssueDoc>> {
+        hydrate_prop(&self.doc, ROOT, "issues").map_err(|e| corrupt(&self.id, e))
+    }
+
+    /// Every visit, deleted ones included (see `Visit::deleted`), oldest first.
+    pub fn visits(&self) -> Result<Vec<Visit>> {
+        let mut visits: Vec<Visit> = self.visit_docs()?.values().map(|v| v.to_model(&self.id)).collect();
+        visits.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
+        Ok(visits)
+    }
+
+    /// Every issue, deleted ones included, in the order they were raised.
+    pub fn issues(&self) -> Result<Vec<Issue>> {
+        let mut issues: Vec<Issue> = self.issue_docs()?.values().map(|i| i.to_model(&self.id)).collect();
+        issues.sort_by(|a, b| (a.raised.at_ms, &a.id).cmp(&(b.raised.at_ms, &b.id)));
+        Ok(issues)
+    }
+
+    fn visit_doc(&self, visit_id: &str) -> Result<VisitDoc> {
+        hydrate_path(&self.doc, &ROOT, ["visits".into(), visit_id.into()])
+            .map_err(|e| corrupt(&self.id, e))?
+            .ok_or_else(|| Error::not_found("visit", visit_id))
+    }
+
+    fn issue_doc(&self, issue_id: &str) -> Result<IssueDoc> {
+        hydrate_path(&self.doc, &ROOT, ["issues".into(), issue_id.into()])
+            .map_err(|e| corrupt(&self.id, e))?
+            .ok_or_else(|| Error::not_found("issue", issue_id))
+    }
+
+    pub fn visit(&self, visit_id: &str) -> Result<Visit> {
+        Ok(self.visit_doc(visit_id)?.to_model(&self.id))
+    }
+
+    pub fn issue(&self, issue_id: &str) -> Result<Issue> {
+        Ok(self.issue_doc(issue_id)?.to_model(&self.id))
+    }
+
+    /// Who changed what, when: one entry per Automerge change, oldest first.
+    pub fn history(&mut self) -> Vec<HistoryEntry> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| {
+                let (member_id, device_id, action) = read_note(c.message());
+                HistoryEntry {
+                    change_hash: c.hash().to_string(),
+                    by: Stamp { member_id, device_id, at_ms: c.timestamp() },
+                    action,
+                }
+            })
+            .collect()
+    }
+
+    /// A whole-document view for comparing replicas in tests and diagnostics.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(automerge::AutoSerde::from(&self.doc)).unwrap_or(serde_json::Value::Null)
+    }
+
+    // ----- editing -------------------------------------------------------------
+
+    fn map_at(doc: &AutoCommit, path: &[&str]) -> Option<ObjId> {
+        let mut obj = ROOT;
+        for key in path {
+            match doc.get(&obj, *key) {
+                Ok(Some((Value::Object(ObjType::Map), id))) => obj = id,
+                _ => return None,
+            }
+        }
+        Some(obj)
+    }
+
+    fn household_map(&self) -> Result<ObjId> {
+        Self::map_at(&self.doc, &["household"]).ok_or_else(|| Error::not_found("household", &self.id))
+    }
+
+    fn visit_map(&self, visit_id: &str) -> Result<ObjId> {
+        Self::map_at(&self.doc, &["visits", visit_id]).ok_or_else(|| Error::not_found("visit", visit_id))
+    }
+
+    fn issue_map(&self, issue_id: &str) -> Result<ObjId> {
+        Self::map_at(&self.doc, &["issues", issue_id]).ok_or_else(|| Error::not_found("issue", issue_id))
+    }
+
+    /// Put a scalar unless it already has that value (so that saving an unchanged form
+    /// creates no change and no conflict).
+    fn put_changed(doc: &mut AutoCommit, obj: &ObjId, key: &str, value: ScalarValue) -> Result<()> {
+        if let Ok(Some((Value::Scalar(current), _))) = doc.get(obj, key) {
+            if doc.get_all(obj, key).map(|all| all.len()).unwrap_or(0) == 1 && *current == value {
+                return Ok(());
+            }
+        }
+        doc.put(obj, key, value)?;
+        Ok(())
+    }
+
+    fn put_opt(doc: &mut AutoCommit, obj: &ObjId, key: &str, value: Option<ScalarValue>) -> Result<()> {
+        Self::put_changed(doc, obj, key, value.unwrap_or(ScalarValue::Null))
+    }
+
+    /// Edit a text field character by character, so concurrent edits merge.
+    fn update_text(doc: &mut AutoCommit, obj: &ObjId, key: &str, value: &str) -> Result<()> {
+        let text = match doc.get(obj, key)? {
+            Some((Value::Object(ObjType::Text), id)) => id,
+            _ => doc.put_object(obj, key, ObjType::Text)?,
+        };
+        doc.update_text(&text, value)?;
+        Ok(())
+    }
+
+    fn put_list(doc: &mut AutoCommit, obj: &ObjId, key: &str, values: &[String]) -> Result<()> {
+        reconcile_prop(doc, obj, key, values).map_err(|e| Error::Storage { reason: e.to_string() })
+    }
+
+    pub fn update_household(&mut self, author: &Author, now_ms: i64, update: &HouseholdUpdate) -> Result<()> {
+        let obj = self.household_map()?;
+        if let Some(name) = &update.family_name {
+            check_not_blank("family_name/户名", name)?;
+        }
+        self.change(author, now_ms, "update_household".into(), |doc| {
+            for (key, value) in [
+                ("family_name", &update.family_name),
+                ("address", &update.address),
+                ("community_id", &update.community_id),
+                ("branch_id", &update.branch_id),
+            ] {
+                if let Some(v) = value {
+                    Self::put_changed(doc, &obj, key, v.as_str().into())?;
+                }
+            }
+            if let Some(archived) = update.archived {
+                Self::put_changed(doc, &obj, "archived", archived.into())?;
+            }
+            if let Some(notes) = &update.notes {
+                Self::update_text(doc, &obj, "notes", notes)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn add_guardian(&mut self, author: &Author, now_ms: i64, guardian: &NewGuardian) -> Result<String> {
+        check_not_blank("name/姓名", &guardian.name)?;
+        check_phone(&guardian.phone)?;
+        let guardians = Self::map_at(&self.doc, &["household", "guardians"])
+            .ok_or_else(|| Error::not_found("household", &self.id))?;
+        let id = new_id();
+        let value = GuardianDoc {
+            name: guardian.name.clone(),
+            relation: guardian.relation.clone(),
+            phone: guardian.phone.clone(),
+        };
+        self.change(author, now_ms, format!("add_guardian {id}"), |doc| {
+            reconcile_prop(doc, &guardians, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })?;
+        Ok(id)
+    }
+
+    pub fn update_guardian(
+        &mut self,
+        author: &Author,
+        now_ms: i64,
+        guardian_id: &str,
+        update: &GuardianUpdate,
+    ) -> Result<()> {
+        let obj = Self::map_at(&self.doc, &["household", "guardians", guardian_id])
+            .ok_or_else(|| Error::not_found("guardian", guardian_id))?;
+        if let Some(phone) = &update.phone {
+            check_phone(phone)?;
+        }
+        self.change(author, now_ms, format!("update_guardian {guardian_id}"), |doc| {
+            for (key, value) in [("name", &update.name), ("relation", &update.relation), ("phone", &update.phone)] {
+                if let Some(v) = value {
+                    Self::put_changed(doc, &obj, key, v.as_str().into())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn add_student(&mut self, author: &Author, now_ms: i64, student: &NewStudent) -> Result<String> {
+        check_not_blank("name/姓名", &student.name)?;
+        let students = Self::map_at(&self.doc, &["household", "students"])
+            .ok_or_else(|| Error::not_found("household", &self.id))?;
+        let id = new_id();
+        let value = StudentDoc {
+            name: student.name.clone(),
+            school: student.school.clone(),
+            grade: student.grade.clone(),
+            hukou_status: student.hukou_status.as_str().to_string(),
+        };
+        self.change(author, now_ms, format!("add_student {id}"), |doc| {
+            reconcile_prop(doc, &students, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })?;
+        Ok(id)
+    }
+
+    /// Fix a member to this household (`assigned = true`) or release them.
+    pub fn set_member_assigned(&mut self, author: &Author, now_ms: i64, member_id: &str, assigned: bool) -> Result<()> {
+        check_not_blank("member_id/党员", member_id)?;
+        let members = Self::map_at(&self.doc, &["household", "assigned_members"])
+            .ok_or_else(|| Error::not_found("household", &self.id))?;
+        let present = matches!(self.doc.get(&members, member_id), Ok(Some(_)));
+        if present == assigned {
+            return Ok(());
+        }
+        let action = if assigned { "assign_member" } else { "unassign_member" };
+        self.change(author, now_ms, format!("{action} {member_id}"), |doc| {
+            if assigned {
+                doc.put(&members, member_id, true)?;
+            } else {
+                doc.delete(&members, member_id)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn record_visit(&mut self, author: &Author, now_ms: i64, new: &NewVisit) -> Result<String> {
+        if let Some(ended) = new.ended_at_ms {
+            if ended < new.started_at_ms {
+                return Err(Error::invalid("走访结束时间早于开始时间", "a visit cannot end before it starts"));
+            }
+        }
+        if let Some(d) = &new.follow_up_on {
+            check_date("follow_up_on/回访日期", d)?;
+        }
+        let visits = Self::map_at(&self.doc, &["visits"]).ok_or_else(|| Error::not_found("household", &self.id))?;
+        let mut visitors = new.visitors.clone();
+        if !visitors.contains(&author.member_id) {
+            visitors.insert(0, author.member_id.clone());
+        }
+        let id = new_id();
+        let value = VisitDoc {
+            id: id.clone(),
+            visitors,
+            started_at: new.started_at_ms,
+            ended_at: new.ended_at_ms,
+            mode: new.mode.as_str().to_string(),
+            people_met: new.people_met.clone(),
+            topics: new.topics.iter().map(|t| t.as_str().to_string()).collect(),
+            notes: Text::with_value(&new.notes),
+            follow_up_on: new.follow_up_on.clone(),
+            latitude: new.location.as_ref().map(|l| l.latitude),
+            longitude: new.location.as_ref().map(|l| l.longitude),
+            accuracy_m: new.location.as_ref().and_then(|l| l.accuracy_m),
+            recorded: stamp(author, now_ms),
+            deleted: None,
+        };
+        self.change(author, now_ms, format!("record_visit {id}"), |doc| {
+            reconcile_prop(doc, &visits, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })?;
+        Ok(id)
+    }
+
+    pub fn update_visit(&mut self, author: &Author, now_ms: i64, visit_id: &str, update: &VisitUpdate) -> Result<()> {
+        let obj = self.visit_map(visit_id)?;
+        if let Some(d) = &update.follow_up_on {
+            check_date("follow_up_on/回访日期", d)?;
+        }
+        self.change(author, now_ms, format!("update_visit {visit_id}"), |doc| {
+            if let Some(v) = update.started_at_ms {
+                Self::put_changed(doc, &obj, "started_at", v.into())?;
+            }
+            if let Some(v) = update.ended_at_ms {
+                Self::put_changed(doc, &obj, "ended_at", v.into())?;
+            }
+            if let Some(v) = &update.mode {
+                Self::put_changed(doc, &obj, "mode", v.as_str().into())?;
+            }
+            if let Some(v) = &update.follow_up_on {
+                Self::put_changed(doc, &obj, "follow_up_on", v.as_str().into())?;
+            }
+            if let Some(v) = &update.people_met {
+                Self::put_list(doc, &obj, "people_met", v)?;
+            }
+            if let Some(v) = &update.topics {
+                let topics: Vec<String> = v.iter().map(|t| t.as_str().to_string()).collect();
+                Self::put_list(doc, &obj, "topics", &topics)?;
+            }
+            if let Some(v) = &update.notes {
+                Self::update_text(doc, &obj, "notes", v)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Soft-delete (`deleted = true`) or restore a visit or an issue.
+    fn set_deleted(&mut self, author: &Author, now_ms: i64, kind: &str, id: &str, deleted: bool) -> Result<()> {
+        let obj = Self::map_at(&self.doc, &[&format!("{kind}s"), id]).ok_or_else(|| Error::not_found(kind, id))?;
+        let is_deleted = matches!(self.doc.get(&obj, "deleted"), Ok(Some((Value::Object(_), _))));
+        if is_deleted == deleted {
+            return Ok(());
+        }
+        let action = if deleted { "delete" } else { "restore" };
+        self.change(author, now_ms, format!("{action}_{kind} {id}"), |doc| {
+            if deleted {
+                reconcile_prop(doc, &obj, "deleted", stamp(author, now_ms))
+                    .map_err(|e| Error::Storage { reason: e.to_string() })?;
+            } else {
+                doc.delete(&obj, "deleted")?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn set_visit_deleted(&mut self, author: &Author, now_ms: i64, visit_id: &str, deleted: bool) -> Result<()> {
+        self.set_deleted(author, now_ms, "visit", visit_id, deleted)
+    }
+
+    pub fn set_issue_deleted(&mut self, author: &Author, now_ms: i64, issue_id: &str, deleted: bool) -> Result<()> {
+        self.set_deleted(author, now_ms, "issue", issue_id, deleted)
+    }
+
+    pub fn raise_issue(&mut self, author: &Author, now_ms: i64, new: &NewIssue) -> Result<String> {
+        check_not_blank("title/标题", &new.title)?;
+        if let Some(d) = &new.due_on {
+            check_date("due_on/期限", d)?;
+        }
+        if let Some(v) = &new.visit_id {
+            self.visit_map(v)?;
+        }
+        let issues = Self::map_at(&self.doc, &["issues"]).ok_or_else(|| Error::not_found("household", &self.id))?;
+        let id = new_id();
+        let value = IssueDoc {
+            id: id.clone(),
+            visit_id: new.visit_id.clone(),
+            category: new.category.as_str().to_string(),
+            title: new.title.clone(),
+            description: Text::with_value(&new.description),
+            urgency: new.urgency.as_str().to_string(),
+            assignee: new.assignee.clone(),
+            due_on: new.due_on.clone(),
+            transitions: BTreeMap::new(),
+            comments: BTreeMap::new(),
+            resolution: Text::with_value(""),
+            feedback_satisfaction: None,
+            feedback_comment: None,
+            raised: stamp(author, now_ms),
+            deleted: None,
+        };
+        self.change(author, now_ms, format!("raise_issue {id}"), |doc| {
+            reconcile_prop(doc, &issues, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })?;
+        Ok(id)
+    }
+
+    pub fn update_issue(&mut self, author: &Author, now_ms: i64, issue_id: &str, update: &IssueUpdate) -> Result<()> {
+        let obj = self.issue_map(issue_id)?;
+        if let Some(t) = &update.title {
+            check_not_blank("title/标题", t)?;
+        }
+        if let Some(d) = &update.due_on {
+            check_date("due_on/期限", d)?;
+        }
+        if let Some(f) = &update.feedback {
+            if !(1..=5).contains(&f.satisfaction) {
+                return Err(Error::invalid("满意度应为 1 到 5", "satisfaction must be from 1 to 5"));
+            }
+        }
+        self.change(author, now_ms, format!("update_issue {issue_id}"), |doc| {
+            for (key, value) in [
+                ("category", update.category.as_ref().map(|c| c.as_str())),
+                ("title", update.title.as_deref()),
+                ("urgency", update.urgency.as_ref().map(|u| u.as_str())),
+                ("assignee", update.assignee.as_deref()),
+                ("due_on", update.due_on.as_deref()),
+            ] {
+                if let Some(v) = value {
+                    Self::put_changed(doc, &obj, key, v.into())?;
+                }
+            }
+            if let Some(v) = &update.description {
+                Self::update_text(doc, &obj, "description", v)?;
+            }
+            if let Some(v) = &update.resolution {
+                Self::update_text(doc, &obj, "resolution", v)?;
+            }
+            if let Some(f) = &update.feedback {
+                Self::put_opt(doc, &obj, "feedback_satisfaction", Some((f.satisfaction as i64).into()))?;
+                Self::put_changed(doc, &obj, "feedback_comment", f.comment.as_str().into())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Move a problem to `to`, checked against its current status. `force` is used only to
+    /// settle a status conflict, where the chosen status may equal the current one.
+    fn add_transition(
+        &mut self,
+        author: &Author,
+        now_ms: i64,
+        issue_id: &str,
+        to: &IssueStatus,
+        reason: &str,
+        force: bool,
+    ) -> Result<()> {
+        let issue = self.issue_doc(issue_id)?;
+        let derived = status::derive(&issue.transitions);
+        if !force && !derived.status.can_move_to(to) {
+            return Err(Error::InvalidTransition { from: derived.status.to_string(), to: to.to_string() });
+        }
+        if matches!(to, IssueStatus::Other(_)) {
+            return Err(Error::invalid(format!("未知的问题状态“{to}”"), format!("unknown issue status {to:?}")));
+        }
+        let transitions = Self::map_at(&self.doc, &["issues", issue_id, "transitions"])
+            .ok_or_else(|| Error::not_found("issue", issue_id))?;
+        let id = new_id();
+        let value = TransitionDoc {
+            id: id.clone(),
+            from: derived.status.as_str().to_string(),
+            to: to.as_str().to_string(),
+            reason: reason.to_string(),
+            after: derived.heads,
+            by: stamp(author, now_ms),
+        };
+        self.change(author, now_ms, format!("transition_issue {issue_id} {} -> {}", value.from, value.to), |doc| {
+            reconcile_prop(doc, &transitions, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })
+    }
+
+    pub fn transition_issue(
+        &mut self,
+        author: &Author,
+        now_ms: i64,
+        issue_id: &str,
+        to: &IssueStatus,
+        reason: &str,
+    ) -> Result<()> {
+        self.add_transition(author, now_ms, issue_id, to, reason, false)
+    }
+
+    pub fn comment_on_issue(&mut self, author: &Author, now_ms: i64, issue_id: &str, text: &str) -> Result<String> {
+        check_not_blank("comment/评论", text)?;
+        let comments = Self::map_at(&self.doc, &["issues", issue_id, "comments"])
+            .ok_or_else(|| Error::not_found("issue", issue_id))?;
+        let id = new_id();
+        let value = CommentDoc { id: id.clone(), text: text.to_string(), by: stamp(author, now_ms) };
+        self.change(author, now_ms, format!("comment_on_issue {issue_id}"), |doc| {
+            reconcile_prop(doc, &comments, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+        })?;
+        Ok(id)
+    }
+}

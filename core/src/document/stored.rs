@@ -1,0 +1,221 @@
+//! The shape of a household document as stored in Automerge (schema version 1).
+//!
+//! These types are used to create records and to read them back (autosurgeon). Edits are
+//! made field by field, never by reconciling a whole record, so that concurrent edits to
+//! different fields both survive and fields written by newer app versions are kept.
+
+use std::collections::BTreeMap;
+
+use autosurgeon::{Hydrate, Reconcile, Text};
+
+use crate::model::{
+    FamilyFeedback, Guardian, Household, Issue, IssueComment, Location, Stamp, Student, Visit,
+};
+
+/// The schema version this code writes into every document it creates.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Who did something, from which device, and when.
+#[derive(Debug, Clone, Hydrate, Reconcile, PartialEq)]
+pub struct StampDoc {
+    pub member: String,
+    pub device: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct GuardianDoc {
+    pub name: String,
+    pub relation: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct StudentDoc {
+    pub name: String,
+    pub school: String,
+    pub grade: String,
+    pub hukou_status: String,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct HouseholdDoc {
+    pub id: String,
+    pub family_name: String,
+    pub address: String,
+    pub community_id: String,
+    pub branch_id: String,
+    pub guardians: BTreeMap<String, GuardianDoc>,
+    pub students: BTreeMap<String, StudentDoc>,
+    /// A set: member id -> true, so that concurrent assignments both survive.
+    pub assigned_members: BTreeMap<String, bool>,
+    pub notes: Text,
+    pub archived: bool,
+    pub created: StampDoc,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct VisitDoc {
+    pub id: String,
+    pub visitors: Vec<String>,
+    pub started_at: i64,
+    #[autosurgeon(missing = "Default::default")]
+    pub ended_at: Option<i64>,
+    pub mode: String,
+    pub people_met: Vec<String>,
+    pub topics: Vec<String>,
+    pub notes: Text,
+    #[autosurgeon(missing = "Default::default")]
+    pub follow_up_on: Option<String>,
+    #[autosurgeon(missing = "Default::default")]
+    pub latitude: Option<f64>,
+    #[autosurgeon(missing = "Default::default")]
+    pub longitude: Option<f64>,
+    #[autosurgeon(missing = "Default::default")]
+    pub accuracy_m: Option<f64>,
+    pub recorded: StampDoc,
+    #[autosurgeon(missing = "Default::default")]
+    pub deleted: Option<StampDoc>,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct TransitionDoc {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// The transitions that were current (the heads) when this one was made.
+    pub after: Vec<String>,
+    pub by: StampDoc,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct CommentDoc {
+    pub id: String,
+    pub text: String,
+    pub by: StampDoc,
+}
+
+#[derive(Debug, Clone, Hydrate, Reconcile)]
+pub struct IssueDoc {
+    pub id: String,
+    #[autosurgeon(missing = "Default::default")]
+    pub visit_id: Option<String>,
+    pub category: String,
+    pub title: String,
+    pub description: Text,
+    pub urgency: String,
+    #[autosurgeon(missing = "Default::default")]
+    pub assignee: Option<String>,
+    #[autosurgeon(missing = "Default::default")]
+    pub due_on: Option<String>,
+    pub transitions: BTreeMap<String, TransitionDoc>,
+    pub comments: BTreeMap<String, CommentDoc>,
+    pub resolution: Text,
+    #[autosurgeon(missing = "Default::default")]
+    pub feedback_satisfaction: Option<i64>,
+    #[autosurgeon(missing = "Default::default")]
+    pub feedback_comment: Option<String>,
+    pub raised: StampDoc,
+    #[autosurgeon(missing = "Default::default")]
+    pub deleted: Option<StampDoc>,
+}
+
+impl From<&StampDoc> for Stamp {
+    fn from(s: &StampDoc) -> Self {
+        Stamp { member_id: s.member.clone(), device_id: s.device.clone(), at_ms: s.at }
+    }
+}
+
+impl HouseholdDoc {
+    pub fn to_model(&self) -> Household {
+        Household {
+            id: self.id.clone(),
+            family_name: self.family_name.clone(),
+            address: self.address.clone(),
+            community_id: self.community_id.clone(),
+            branch_id: self.branch_id.clone(),
+            guardians: self
+                .guardians
+                .iter()
+                .map(|(id, g)| Guardian {
+                    id: id.clone(),
+                    name: g.name.clone(),
+                    relation: g.relation.clone(),
+                    phone: g.phone.clone(),
+                })
+                .collect(),
+            students: self
+                .students
+                .iter()
+                .map(|(id, s)| Student {
+                    id: id.clone(),
+                    name: s.name.clone(),
+                    school: s.school.clone(),
+                    grade: s.grade.clone(),
+                    hukou_status: s.hukou_status.as_str().into(),
+                })
+                .collect(),
+            assigned_members: self.assigned_members.keys().cloned().collect(),
+            notes: self.notes.as_str().to_string(),
+            archived: self.archived,
+            created: (&self.created).into(),
+        }
+    }
+}
+
+impl VisitDoc {
+    pub fn to_model(&self, household_id: &str) -> Visit {
+        Visit {
+            id: self.id.clone(),
+            household_id: household_id.to_string(),
+            visitors: self.visitors.clone(),
+            started_at_ms: self.started_at,
+            ended_at_ms: self.ended_at,
+            mode: self.mode.as_str().into(),
+            people_met: self.people_met.clone(),
+            topics: self.topics.iter().map(|t| t.as_str().into()).collect(),
+            notes: self.notes.as_str().to_string(),
+            follow_up_on: self.follow_up_on.clone(),
+            location: match (self.latitude, self.longitude) {
+                (Some(latitude), Some(longitude)) => {
+                    Some(Location { latitude, longitude, accuracy_m: self.accuracy_m })
+                }
+                _ => None,
+            },
+            recorded: (&self.recorded).into(),
+            deleted: self.deleted.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl IssueDoc {
+    pub fn to_model(&self, household_id: &str) -> Issue {
+        let derived = super::status::derive(&self.transitions);
+        Issue {
+            id: self.id.clone(),
+            household_id: household_id.to_string(),
+            visit_id: self.visit_id.clone(),
+            category: self.category.as_str().into(),
+            title: self.title.clone(),
+            description: self.description.as_str().to_string(),
+            urgency: self.urgency.as_str().into(),
+            assignee: self.assignee.clone(),
+            due_on: self.due_on.clone(),
+            status: derived.status,
+            transitions: derived.ordered,
+            comments: self
+                .comments
+                .values()
+                .map(|c| IssueComment { id: c.id.clone(), text: c.text.clone(), by: (&c.by).into() })
+                .collect(),
+            resolution: self.resolution.as_str().to_string(),
+            feedback: self.feedback_satisfaction.map(|s| FamilyFeedback {
+                satisfaction: s.clamp(0, 255) as u8,
+                comment: self.feedback_comment.clone().unwrap_or_default(),
+            }),
+            raised: (&self.raised).into(),
+            deleted: self.deleted.as_ref().map(Into::into),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Doorstep core: the offline replica of households, visits and issues.
+//!
+//! - [`model`]: the records apps show and edit (owned, FFI-friendly values).
+//! - [`document`]: one household as one Automerge document; typed reads, edits, merge
+//!   rules and conflicts (sans-I/O).
+//! - [`store`]: the SQLite file: document chunks, projection tables, migrations.
+//! - [`replica`]: the API apps call; every write durable before it returns.
+//! - [`exchange`]: what replicas and the sync server exchange.
+//! - [`listener`]: change notifications with cancel-on-drop subscriptions.
+//! - [`error`]: the narrow public error type.
+
+pub mod document;
+pub mod error;
+pub mod exchange;
+pub mod listener;
+pub mod model;
+pub mod replica;
+pub mod store;
+
+pub use document::{Author, HouseholdDocument};
+pub use error::{Error, Result};
+pub use exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
+pub use listener::{ChangeEvent, ChangeListener, ChangeOrigin, Subscription};
+pub use model::*;
+pub use replica::Replica;

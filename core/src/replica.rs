@@ -1,0 +1,515 @@
+//! The replica a phone (or a coordinator's machine) holds: the API apps call.
+//!
+//! Every write is one Automerge change and one SQLite transaction (new chunk plus
+//! projection rows); the call returns only after that transaction committed. Reads of
+//! lists and counts come from projection tables; reads of one record load its household's
+//! document (kept in a small cache). A `Replica` is `Send + Sync`: calls are serialised on
+//! an internal lock, and listeners run after it is released.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use automerge::{ActorId, Change, ChangeHash};
+
+use crate::document::{Author, HouseholdDocument};
+use crate::error::{Error, Result};
+use crate::exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
+use crate::listener::{ChangeEvent, ChangeListener, ChangeOrigin, Listeners, Subscription};
+use crate::model::*;
+use crate::store::{IssueFilter, RecordTable, Store};
+
+/// How many household documents stay loaded in memory.
+const CACHE_CAPACITY: usize = 512;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+struct Inner {
+    store: Store,
+    author: Author,
+    actor: ActorId,
+    cache: HashMap<String, HouseholdDocument>,
+}
+
+impl Inner {
+    /// Take a household's document out of the cache (or load it). Put it back with
+    /// `keep` once the edit is durable; a failed edit simply drops it.
+    fn take(&mut self, household_id: &str) -> Result<HouseholdDocument> {
+        if let Some(doc) = self.cache.remove(household_id) {
+            return Ok(doc);
+        }
+        let bytes = self.store.document_bytes(household_id)?.ok_or_else(|| Error::not_found("household", household_id))?;
+        HouseholdDocument::load(household_id, &bytes, &self.actor)
+    }
+
+    fn keep(&mut self, doc: HouseholdDocument) {
+        if self.cache.len() >= CACHE_CAPACITY {
+            if let Some(victim) = self.cache.keys().next().cloned() {
+                self.cache.remove(&victim);
+            }
+        }
+        self.cache.insert(doc.id().to_string(), doc);
+    }
+
+    fn read<T>(&mut self, household_id: &str, f: impl FnOnce(&mut HouseholdDocument) -> Result<T>) -> Result<T> {
+        let mut doc = self.take(household_id)?;
+        let out = f(&mut doc);
+        self.keep(doc);
+        out
+    }
+
+    fn household_of(&self, table: RecordTable, id: &str) -> Result<String> {
+        let what = match table {
+            RecordTable::Visits => "visit",
+            RecordTable::Issues => "issue",
+        };
+        self.store.household_of(table, id)?.ok_or_else(|| Error::not_found(what, id))
+    }
+}
+
+/// A member's offline replica of their households, in one SQLite file.
+pub struct Replica {
+    inner: Mutex<Inner>,
+    listeners: Arc<Listeners>,
+}
+
+impl Replica {
+    /// Open (or create) the replica file at `path` for a member on a device. A file
+    /// belongs to one member and one device; opening it as another is refused.
+    pub fn open(path: impl AsRef<Path>, member_id: &str, device_id: &str) -> Result<Replica> {
+        if member_id.trim().is_empty() || device_id.trim().is_empty() {
+            return Err(Error::invalid("党员编号和设备编号不能为空", "member id and device id must not be empty"));
+        }
+        let store = Store::open(path.as_ref())?;
+        for (key, value) in [("member_id", member_id), ("device_id", device_id)] {
+            match store.meta(key)? {
+                Some(stored) if stored != value => {
+                    return Err(Error::invalid(
+                        format!("此数据文件属于 {key} = {stored}"),
+                        format!("this replica file belongs to {key} {stored:?}, not {value:?}"),
+                    ))
+                }
+                Some(_) => {}
+                None => store.set_meta(key, value)?,
+            }
+        }
+        let actor = match store.meta("actor_id")? {
+            Some(hex) => ActorId::from(
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                    .collect::<std::result::Result<Vec<u8>, _>>()
+                    .map_err(|e| Error::Storage { reason: format!("bad actor id in meta: {e}") })?,
+            ),
+            None => {
+                let actor = ActorId::random();
+                store.set_meta("actor_id", &actor.to_hex_string())?;
+                actor
+            }
+        };
+        let author = Author { member_id: member_id.to_string(), device_id: device_id.to_string() };
+        let mut inner = Inner { store, author, actor, cache: HashMap::new() };
+        if inner.store.meta("rebuild_projections")?.is_some() {
+            Self::rebuild_projections(&mut inner)?;
+        }
+        Ok(Replica { inner: Mutex::new(inner), listeners: Arc::default() })
+    }
+
+    /// Rewrite every projection from the documents (after a migration that changed them).
+    /// A corrupt household keeps its old rows and does not stop the others.
+    fn rebuild_projections(inner: &mut Inner) -> Result<()> {
+        let ids = inner.store.document_ids()?;
+        let actor = inner.actor.clone();
+        let mut docs = Vec::new();
+        for id in ids {
+            let Some(bytes) = inner.store.document_bytes(&id)? else { continue };
+            match HouseholdDocument::load(&id, &bytes, &actor) {
+                Ok(doc) => docs.push(doc),
+                Err(e) => tracing::warn!(household = %id, error = %e, "cannot rebuild projection"),
+            }
+        }
+        let tx = inner.store.transaction()?;
+        for doc in &mut docs {
+            tx.save_document(doc, &[])?;
+        }
+        tx.clear_meta("rebuild_projections")?;
+        tx.commit()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn member_id(&self) -> String {
+        self.lock().author.member_id.clone()
+    }
+
+    pub fn device_id(&self) -> String {
+        self.lock().author.device_id.clone()
+    }
+
+    /// Run one edit on a household's document and make it durable before returning.
+    fn edit<T>(
+        &self,
+        household_id: &str,
+        f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<T>,
+    ) -> Result<T> {
+        let out = {
+            let mut inner = self.lock();
+            let mut doc = inner.take(household_id)?;
+            let before = doc.heads();
+            let author = inner.author.clone();
+            let out = f(&mut doc, &author, now_ms());
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    inner.keep(doc);
+                    return Err(e);
+                }
+            };
+            if doc.heads() == before {
+                inner.keep(doc);
+                return Ok(out);
+            }
+            let increment = doc.save_after(&before);
+            let tx = inner.store.transaction()?;
+            tx.save_document(&mut doc, &increment)?;
+            tx.commit()?;
+            inner.keep(doc);
+            out
+        };
+        self.listeners
+            .notify(ChangeEvent { household_ids: vec![household_id.to_string()], origin: ChangeOrigin::Local });
+        Ok(out)
+    }
+
+    // ----- households -------------------------------------------------------------
+
+    /// Create a household (coordinators and the server do this; members receive them).
+    pub fn create_household(&self, new: &NewHousehold) -> Result<Household> {
+        let household = {
+            let mut inner = self.lock();
+            let author = inner.author.clone();
+            let mut doc = HouseholdDocument::create(&inner.actor, &author, now_ms(), new)?;
+            let bytes = doc.save();
+            let tx = inner.store.transaction()?;
+            tx.save_document(&mut doc, &bytes)?;
+            tx.commit()?;
+            let household = doc.household()?;
+            inner.keep(doc);
+            household
+        };
+        self.listeners
+            .notify(ChangeEvent { household_ids: vec![household.id.clone()], origin: ChangeOrigin::Local });
+        Ok(household)
+    }
+
+    /// Every household on this replica, with visit and open-issue counts (no document is loaded).
+    pub fn list_households(&self) -> Result<Vec<HouseholdSummary>> {
+        self.lock().store.household_summaries()
+    }
+
+    pub fn household(&self, household_id: &str) -> Result<Household> {
+        self.lock().read(household_id, |doc| doc.household())
+    }
+
+    pub fn update_household(&self, household_id: &str, update: &HouseholdUpdate) -> Result<Household> {
+        self.edit(household_id, |doc, a, now| {
+            doc.update_household(a, now, update)?;
+            doc.household()
+        })
+    }
+
+    pub fn add_guardian(&self, household_id: &str, guardian: &NewGuardian) -> Result<Household> {
+        self.edit(household_id, |doc, a, now| {
+            doc.add_guardian(a, now, guardian)?;
+            doc.household()
+        })
+    }
+
+    pub fn update_guardian(&self, household_id: &str, guardian_id: &str, update: &GuardianUpdate) -> Result<Household> {
+        self.edit(household_id, |doc, a, now| {
+            doc.update_guardian(a, now, guardian_id, update)?;
+            doc.household()
+        })
+    }
+
+    pub fn add_student(&self, household_id: &str, student: &NewStudent) -> Result<Household> {
+        self.edit(household_id, |doc, a, now| {
+            doc.add_student(a, now, student)?;
+            doc.household()
+        })
+    }
+
+    /// Fix a member to a household, or release them (`assigned = false`).
+    pub fn set_member_assigned(&self, household_id: &str, member_id: &str, assigned: bool) -> Result<Household> {
+        self.edit(household_id, |doc, a, now| {
+            doc.set_member_assigned(a, now, member_id, assigned)?;
+            doc.household()
+        })
+    }
+
+    // ----- visits -------------------------------------------------------------------
+
+    pub fn record_visit(&self, visit: &NewVisit) -> Result<Visit> {
+        self.edit(&visit.household_id, |doc, a, now| {
+            let id = doc.record_visit(a, now, visit)?;
+            doc.visit(&id)
+        })
+    }
+
+    /// Every visit to a household, deleted ones included (see `Visit::deleted`).
+    pub fn visits(&self, household_id: &str) -> Result<Vec<Visit>> {
+        self.lock().read(household_id, |doc| doc.visits())
+    }
+
+    pub fn visit(&self, visit_id: &str) -> Result<Visit> {
+        let mut inner = self.lock();
+        let household_id = inner.household_of(RecordTable::Visits, visit_id)?;
+        inner.read(&household_id, |doc| doc.visit(visit_id))
+    }
+
+    fn edit_visit(
+        &self,
+        visit_id: &str,
+        f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<()>,
+    ) -> Result<Visit> {
+        let household_id = self.lock().household_of(RecordTable::Visits, visit_id)?;
+        self.edit(&household_id, |doc, a, now| {
+            f(doc, a, now)?;
+            doc.visit(visit_id)
+        })
+    }
+
+    pub fn update_visit(&self, visit_id: &str, update: &VisitUpdate) -> Result<Visit> {
+        self.edit_visit(visit_id, |doc, a, now| doc.update_visit(a, now, visit_id, update))
+    }
+
+    /// Soft-delete a visit: it stays in the document with who deleted it and when.
+    pub fn delete_visit(&self, visit_id: &str) -> Result<Visit> {
+        self.edit_visit(visit_id, |doc, a, now| doc.set_visit_deleted(a, now, visit_id, true))
+    }
+
+    pub fn restore_visit(&self, visit_id: &str) -> Result<Visit> {
+        self.edit_visit(visit_id, |doc, a, now| doc.set_visit_deleted(a, now, visit_id, false))
+    }
+
+    // ----- issues -------------------------------------------------------------------
+
+    pub fn raise_issue(&self, issue: &NewIssue) -> Result<Issue> {
+        self.edit(&issue.household_id, |doc, a, now| {
+            let id = doc.raise_issue(a, now, issue)?;
+            doc.issue(&id)
+        })
+    }
+
+    pub fn issue(&self, issue_id: &str) -> Result<Issue> {
+        let mut inner = self.lock();
+        let household_id = inner.household_of(RecordTable::Issues, issue_id)?;
+        inner.read(&household_id, |doc| doc.issue(issue_id))
+    }
+
+    /// Every issue of a household, deleted ones included.
+    pub fn issues(&self, household_id: &str) -> Result<Vec<Issue>> {
+        self.lock().read(household_id, |doc| doc.issues())
+    }
+
+    fn edit_issue(
+        &self,
+        issue_id: &str,
+        f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<()>,
+    ) -> Result<Issue> {
+        let household_id = self.lock().household_of(RecordTable::Issues, issue_id)?;
+        self.edit(&household_id, |doc, a, now| {
+            f(doc, a, now)?;
+            doc.issue(issue_id)
+        })
+    }
+
+    pub fn update_issue(&self, issue_id: &str, update: &IssueUpdate) -> Result<Issue> {
+        self.edit_issue(issue_id, |doc, a, now| doc.update_issue(a, now, issue_id, update))
+    }
+
+    /// Move a problem along its lifecycle; an invalid move is refused with its reason.
+    pub fn transition_issue(&self, issue_id: &str, to: &IssueStatus, reason: &str) -> Result<Issue> {
+        self.edit_issue(issue_id, |doc, a, now| doc.transition_issue(a, now, issue_id, to, reason))
+    }
+
+    pub fn comment_on_issue(&self, issue_id: &str, text: &str) -> Result<Issue> {
+        self.edit_issue(issue_id, |doc, a, now| doc.comment_on_issue(a, now, issue_id, text).map(|_| ()))
+    }
+
+    pub fn delete_issue(&self, issue_id: &str) -> Result<Issue> {
+        self.edit_issue(issue_id, |doc, a, now| doc.set_issue_deleted(a, now, issue_id, true))
+    }
+
+    pub fn restore_issue(&self, issue_id: &str) -> Result<Issue> {
+        self.edit_issue(issue_id, |doc, a, now| doc.set_issue_deleted(a, now, issue_id, false))
+    }
+
+    /// Problems still being handled, earliest due first.
+    pub fn open_issues(&self) -> Result<Vec<IssueSummary>> {
+        self.lock().store.issue_summaries(&IssueFilter::Open)
+    }
+
+    /// Open problems whose due date is before `today` (`YYYY-MM-DD`).
+    pub fn overdue_issues(&self, today: &str) -> Result<Vec<IssueSummary>> {
+        crate::document::check_date("today/今天", today)?;
+        self.lock().store.issue_summaries(&IssueFilter::OverdueOn(today.to_string()))
+    }
+
+    /// Counts per community for coordinators, as of `today` (`YYYY-MM-DD`).
+    pub fn overview(&self, today: &str) -> Result<Vec<CommunityOverview>> {
+        crate::document::check_date("today/今天", today)?;
+        self.lock().store.overview(today)
+    }
+
+    // ----- conflicts and history ------------------------------------------------------
+
+    /// Open conflicts, of one household or of all (read from the projection).
+    pub fn conflicts(&self, household_id: Option<&str>) -> Result<Vec<Conflict>> {
+        self.lock().store.conflicts(household_id)
+    }
+
+    /// Settle a conflict by choosing one of its competing values.
+    pub fn resolve_conflict(&self, household_id: &str, path: &str, chosen_value: &str) -> Result<()> {
+        self.edit(household_id, |doc, a, now| doc.resolve_conflict(a, now, path, chosen_value))
+    }
+
+    /// Who changed what in a household, and when; oldest first.
+    pub fn history(&self, household_id: &str) -> Result<Vec<HistoryEntry>> {
+        self.lock().read(household_id, |doc| Ok(doc.history()))
+    }
+
+    /// The whole document of a household as JSON (diagnostics, tests, export).
+    pub fn household_json(&self, household_id: &str) -> Result<serde_json::Value> {
+        self.lock().read(household_id, |doc| Ok(doc.to_json()))
+    }
+
+    // ----- exchange with peers --------------------------------------------------------
+
+    /// The heads of every household document here, for a peer to compute what we lack.
+    pub fn heads(&self) -> Result<Vec<HouseholdHeads>> {
+        Ok(self
+            .lock()
+            .store
+            .all_heads()?
+            .into_iter()
+            .map(|(household_id, heads)| HouseholdHeads { household_id, heads })
+            .collect())
+    }
+
+    /// The changes a peer lacks, given its heads. Households the peer did not mention are
+    /// sent whole; households where its heads equal ours are skipped without loading them.
+    pub fn export_changes(&self, peer: &[HouseholdHeads]) -> Result<Vec<HouseholdChanges>> {
+        let peer: HashMap<&str, &Vec<String>> = peer.iter().map(|h| (h.household_id.as_str(), &h.heads)).collect();
+        let mut inner = self.lock();
+        let mut out = Vec::new();
+        for (household_id, ours) in inner.store.all_heads()? {
+            let theirs = peer.get(household_id.as_str()).map(|h| h.as_slice()).unwrap_or_default();
+            let mut a: Vec<&String> = ours.iter().collect();
+            let mut b: Vec<&String> = theirs.iter().collect();
+            a.sort();
+            b.sort();
+            if a == b {
+                continue;
+            }
+            let their_heads: Vec<ChangeHash> = theirs.iter().filter_map(|h| h.parse().ok()).collect();
+            let changes = inner.read(&household_id, |doc| {
+                Ok(doc.changes_since(&their_heads).into_iter().map(|c| c.raw_bytes().to_vec()).collect::<Vec<_>>())
+            })?;
+            if !changes.is_empty() {
+                out.push(HouseholdChanges { household_id, changes });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Import changes from a peer. Every change is decoded first: one that does not decode
+    /// refuses the whole import and nothing is stored. Changes whose dependencies have not
+    /// arrived are kept (durably) and applied when they do.
+    pub fn import_changes(&self, batches: &[HouseholdChanges]) -> Result<ImportReport> {
+        let mut decoded: Vec<(String, Vec<Change>)> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for batch in batches {
+            if batch.household_id.trim().is_empty() {
+                return Err(Error::invalid("住户编号为空", "a change batch has an empty household id"));
+            }
+            let mut changes = Vec::with_capacity(batch.changes.len());
+            for (i, bytes) in batch.changes.iter().enumerate() {
+                changes.push(Change::from_bytes(bytes.clone()).map_err(|e| {
+                    Error::invalid(
+                        format!("住户 {} 的第 {} 个变更无法解码", batch.household_id, i + 1),
+                        format!("change {} of household {} cannot be decoded: {e}", i + 1, batch.household_id),
+                    )
+                })?);
+            }
+            match position.get(batch.household_id.as_str()) {
+                Some(&i) => decoded[i].1.extend(changes),
+                None => {
+                    position.insert(&batch.household_id, decoded.len());
+                    decoded.push((batch.household_id.clone(), changes));
+                }
+            }
+        }
+        let report = {
+            let mut inner = self.lock();
+            let result = Self::apply_imports(&mut inner, decoded);
+            if result.is_err() {
+                // Documents in memory may hold changes that were not committed.
+                inner.cache.clear();
+            }
+            result?
+        };
+        self.listeners
+            .notify(ChangeEvent { household_ids: report.households_changed.clone(), origin: ChangeOrigin::Remote });
+        Ok(report)
+    }
+
+    fn apply_imports(inner: &mut Inner, decoded: Vec<(String, Vec<Change>)>) -> Result<ImportReport> {
+        let mut report = ImportReport::default();
+        let mut touched = Vec::new();
+        for (household_id, mut changes) in decoded {
+            let mut doc = match inner.take(&household_id) {
+                Ok(doc) => doc,
+                Err(Error::NotFound { .. }) => HouseholdDocument::empty(&household_id, &inner.actor),
+                Err(e) => return Err(e),
+            };
+            changes.extend(inner.store.pending_changes(&household_id)?.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
+            let before = doc.heads();
+            let applied = doc.apply(changes)?;
+            report.changes_applied += applied.applied as u32;
+            report.changes_waiting += applied.waiting.len() as u32;
+            let waiting: Vec<(String, Vec<u8>)> =
+                applied.waiting.iter().map(|c| (c.hash().to_string(), c.raw_bytes().to_vec())).collect();
+            let increment = doc.save_after(&before);
+            touched.push((doc, increment, waiting));
+        }
+        let tx = inner.store.transaction()?;
+        for (doc, increment, waiting) in &mut touched {
+            tx.set_pending_changes(doc.id(), waiting)?;
+            if !increment.is_empty() {
+                tx.save_document(doc, increment)?;
+                report.households_changed.push(doc.id().to_string());
+            }
+        }
+        tx.commit()?;
+        for (doc, ..) in touched {
+            inner.keep(doc);
+        }
+        Ok(report)
+    }
+
+    // ----- notifications ----------------------------------------------------------------
+
+    /// Be told of every committed change; the listener stops when the returned
+    /// subscription is dropped or cancelled.
+    pub fn subscribe(&self, listener: Arc<dyn ChangeListener>) -> Subscription {
+        self.listeners.add(listener)
+    }
+}

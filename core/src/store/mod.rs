@@ -1,0 +1,179 @@
+//! The replica's SQLite file: document chunks, projection tables, migrations.
+//!
+//! Each household's document is a compacted snapshot plus incremental change chunks.
+//! Projection tables (households, visits, issues, conflicts) are rewritten for a household
+//! in the same transaction as its new chunk, so list screens and counts read plain rows
+//! and never load Automerge.
+
+pub mod migrations;
+mod projection;
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::document::HouseholdDocument;
+use crate::error::Result;
+
+pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
+
+/// Compact a household when its increments outnumber this or outweigh the snapshot.
+const MAX_INCREMENTS: i64 = 64;
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the file. WAL with `synchronous = FULL`:
+    /// a write whose transaction committed survives a crash of the app or the phone.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, value])?;
+        Ok(())
+    }
+
+    pub fn clear_meta(&self, key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    /// The stored chunks of a household, concatenated in order; `None` if unknown.
+    pub fn document_bytes(&self, household_id: &str) -> Result<Option<Vec<u8>>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT data FROM doc_chunks WHERE household_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([household_id])?;
+        let mut bytes: Option<Vec<u8>> = None;
+        while let Some(row) = rows.next()? {
+            let chunk = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            bytes.get_or_insert_with(Vec::new).extend_from_slice(chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// Every household with a stored document.
+    pub fn document_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT household_id FROM doc_chunks ORDER BY household_id")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Changes from peers still waiting for the changes they depend on.
+    pub fn pending_changes(&self, household_id: &str) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT data FROM pending_changes WHERE household_id = ?1")?;
+        let rows = stmt.query_map([household_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+        Ok(rows)
+    }
+
+    pub fn households_with_pending_changes(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT household_id FROM pending_changes")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Document heads of every household, from the projection (no document is loaded).
+    pub fn all_heads(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT household_id, heads FROM doc_heads ORDER BY household_id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let heads: String = r.get(1)?;
+                Ok((r.get(0)?, heads.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn transaction(&mut self) -> Result<StoreTx<'_>> {
+        Ok(StoreTx { tx: self.conn.transaction()? })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// One SQLite transaction: nothing is visible or durable until `commit` returns.
+pub struct StoreTx<'a> {
+    tx: Transaction<'a>,
+}
+
+impl StoreTx<'_> {
+    /// Append the changes made since `before` and rewrite the household's projection.
+    /// Compacts the household into one snapshot when its increments have grown.
+    pub fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8]) -> Result<()> {
+        let id = doc.id().to_string();
+        if !increment.is_empty() {
+            self.tx.prepare_cached(
+                "INSERT INTO doc_chunks (household_id, kind, data) VALUES (?1, 'incremental', ?2)",
+            )?
+            .execute(params![id, increment])?;
+        }
+        let (increments, increment_bytes, snapshot_bytes): (i64, i64, i64) = self
+            .tx
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE kind = 'incremental'),
+                        coalesce(sum(length(data)) FILTER (WHERE kind = 'incremental'), 0),
+                        coalesce(sum(length(data)) FILTER (WHERE kind = 'snapshot'), 0)
+                 FROM doc_chunks WHERE household_id = ?1",
+            )?
+            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if increments > MAX_INCREMENTS || (increments > 1 && increment_bytes > snapshot_bytes) {
+            self.replace_with_snapshot(&id, &doc.save())?;
+        }
+        let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO doc_heads (household_id, heads) VALUES (?1, ?2)")?
+            .execute(params![id, heads.join(",")])?;
+        projection::write(&self.tx, doc)
+    }
+
+    fn replace_with_snapshot(&self, household_id: &str, snapshot: &[u8]) -> Result<()> {
+        self.tx.prepare_cached("DELETE FROM doc_chunks WHERE household_id = ?1")?.execute([household_id])?;
+        self.tx
+            .prepare_cached("INSERT INTO doc_chunks (household_id, kind, data) VALUES (?1, 'snapshot', ?2)")?
+            .execute(params![household_id, snapshot])?;
+        Ok(())
+    }
+
+    /// Rewrite the projection of a household without touching its chunks.
+    pub fn write_projection(&self, doc: &mut HouseholdDocument) -> Result<()> {
+        projection::write(&self.tx, doc)
+    }
+
+    /// Replace the set of changes waiting for dependencies for one household.
+    pub fn set_pending_changes(&self, household_id: &str, changes: &[(String, Vec<u8>)]) -> Result<()> {
+        self.tx.prepare_cached("DELETE FROM pending_changes WHERE household_id = ?1")?.execute([household_id])?;
+        let mut insert = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO pending_changes (household_id, hash, data) VALUES (?1, ?2, ?3)")?;
+        for (hash, data) in changes {
+            insert.execute(params![household_id, hash, data])?;
+        }
+        Ok(())
+    }
+
+    pub fn clear_meta(&self, key: &str) -> Result<()> {
+        self.tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
