@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{ActorId, Change, ChangeHash};
 
-use crate::document::{Author, HouseholdDocument};
+use crate::document::{Author, HouseholdDocument, Scope, View};
 use crate::error::{Error, Result};
 use crate::exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 use crate::listener::{ChangeEvent, ChangeListener, ChangeOrigin, Listeners, Subscription};
@@ -78,6 +78,16 @@ pub struct Replica {
     listeners: Arc<Listeners>,
 }
 
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Replica")
+            .field("member_id", &inner.author.member_id)
+            .field("device_id", &inner.author.device_id)
+            .finish()
+    }
+}
+
 impl Replica {
     /// Open (or create) the replica file at `path` for a member on a device. A file
     /// belongs to one member and one device; opening it as another is refused.
@@ -133,9 +143,13 @@ impl Replica {
                 Err(e) => tracing::warn!(household = %id, error = %e, "cannot rebuild projection"),
             }
         }
-        let tx = inner.store.transaction()?;
+        let mut views = Vec::new();
         for doc in &mut docs {
-            tx.save_document(doc, &[])?;
+            views.push(doc.view(&Scope::Everything)?);
+        }
+        let tx = inner.store.transaction()?;
+        for (doc, view) in docs.iter_mut().zip(&views) {
+            tx.save_document(doc, &[], view)?;
         }
         tx.clear_meta("rebuild_projections")?;
         tx.commit()
@@ -154,9 +168,11 @@ impl Replica {
     }
 
     /// Run one edit on a household's document and make it durable before returning.
+    /// `scope` names the records the edit touched, whose projection rows are rewritten.
     fn edit<T>(
         &self,
         household_id: &str,
+        scope: impl FnOnce(&T) -> Scope,
         f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<T>,
     ) -> Result<T> {
         let out = {
@@ -177,8 +193,9 @@ impl Replica {
                 return Ok(out);
             }
             let increment = doc.save_after(&before);
+            let view = doc.view(&scope(&out))?;
             let tx = inner.store.transaction()?;
-            tx.save_document(&mut doc, &increment)?;
+            tx.save_document(&mut doc, &increment, &view)?;
             tx.commit()?;
             inner.keep(doc);
             out
@@ -197,8 +214,9 @@ impl Replica {
             let author = inner.author.clone();
             let mut doc = HouseholdDocument::create(&inner.actor, &author, now_ms(), new)?;
             let bytes = doc.save();
+            let view = doc.view(&Scope::Everything)?;
             let tx = inner.store.transaction()?;
-            tx.save_document(&mut doc, &bytes)?;
+            tx.save_document(&mut doc, &bytes, &view)?;
             tx.commit()?;
             let household = doc.household()?;
             inner.keep(doc);
@@ -219,28 +237,28 @@ impl Replica {
     }
 
     pub fn update_household(&self, household_id: &str, update: &HouseholdUpdate) -> Result<Household> {
-        self.edit(household_id, |doc, a, now| {
+        self.edit(household_id, |_| Scope::household(), |doc, a, now| {
             doc.update_household(a, now, update)?;
             doc.household()
         })
     }
 
     pub fn add_guardian(&self, household_id: &str, guardian: &NewGuardian) -> Result<Household> {
-        self.edit(household_id, |doc, a, now| {
+        self.edit(household_id, |_| Scope::household(), |doc, a, now| {
             doc.add_guardian(a, now, guardian)?;
             doc.household()
         })
     }
 
     pub fn update_guardian(&self, household_id: &str, guardian_id: &str, update: &GuardianUpdate) -> Result<Household> {
-        self.edit(household_id, |doc, a, now| {
+        self.edit(household_id, |_| Scope::household(), |doc, a, now| {
             doc.update_guardian(a, now, guardian_id, update)?;
             doc.household()
         })
     }
 
     pub fn add_student(&self, household_id: &str, student: &NewStudent) -> Result<Household> {
-        self.edit(household_id, |doc, a, now| {
+        self.edit(household_id, |_| Scope::household(), |doc, a, now| {
             doc.add_student(a, now, student)?;
             doc.household()
         })
@@ -248,7 +266,7 @@ impl Replica {
 
     /// Fix a member to a household, or release them (`assigned = false`).
     pub fn set_member_assigned(&self, household_id: &str, member_id: &str, assigned: bool) -> Result<Household> {
-        self.edit(household_id, |doc, a, now| {
+        self.edit(household_id, |_| Scope::household(), |doc, a, now| {
             doc.set_member_assigned(a, now, member_id, assigned)?;
             doc.household()
         })
@@ -257,7 +275,7 @@ impl Replica {
     // ----- visits -------------------------------------------------------------------
 
     pub fn record_visit(&self, visit: &NewVisit) -> Result<Visit> {
-        self.edit(&visit.household_id, |doc, a, now| {
+        self.edit(&visit.household_id, |v: &Visit| Scope::visit(&v.id), |doc, a, now| {
             let id = doc.record_visit(a, now, visit)?;
             doc.visit(&id)
         })
@@ -280,7 +298,7 @@ impl Replica {
         f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<()>,
     ) -> Result<Visit> {
         let household_id = self.lock().household_of(RecordTable::Visits, visit_id)?;
-        self.edit(&household_id, |doc, a, now| {
+        self.edit(&household_id, |_| Scope::visit(visit_id), |doc, a, now| {
             f(doc, a, now)?;
             doc.visit(visit_id)
         })
@@ -302,7 +320,7 @@ impl Replica {
     // ----- issues -------------------------------------------------------------------
 
     pub fn raise_issue(&self, issue: &NewIssue) -> Result<Issue> {
-        self.edit(&issue.household_id, |doc, a, now| {
+        self.edit(&issue.household_id, |i: &Issue| Scope::issue(&i.id), |doc, a, now| {
             let id = doc.raise_issue(a, now, issue)?;
             doc.issue(&id)
         })
@@ -325,7 +343,7 @@ impl Replica {
         f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> Result<()>,
     ) -> Result<Issue> {
         let household_id = self.lock().household_of(RecordTable::Issues, issue_id)?;
-        self.edit(&household_id, |doc, a, now| {
+        self.edit(&household_id, |_| Scope::issue(issue_id), |doc, a, now| {
             f(doc, a, now)?;
             doc.issue(issue_id)
         })
@@ -378,7 +396,7 @@ impl Replica {
 
     /// Settle a conflict by choosing one of its competing values.
     pub fn resolve_conflict(&self, household_id: &str, path: &str, chosen_value: &str) -> Result<()> {
-        self.edit(household_id, |doc, a, now| doc.resolve_conflict(a, now, path, chosen_value))
+        self.edit(household_id, |_| Scope::of_path(path), |doc, a, now| doc.resolve_conflict(a, now, path, chosen_value))
     }
 
     /// Who changed what in a household, and when; oldest first.
@@ -488,13 +506,14 @@ impl Replica {
             let waiting: Vec<(String, Vec<u8>)> =
                 applied.waiting.iter().map(|c| (c.hash().to_string(), c.raw_bytes().to_vec())).collect();
             let increment = doc.save_after(&before);
-            touched.push((doc, increment, waiting));
+            let view = if increment.is_empty() { View::default() } else { doc.view(&Scope::Everything)? };
+            touched.push((doc, increment, waiting, view));
         }
         let tx = inner.store.transaction()?;
-        for (doc, increment, waiting) in &mut touched {
+        for (doc, increment, waiting, view) in &mut touched {
             tx.set_pending_changes(doc.id(), waiting)?;
             if !increment.is_empty() {
-                tx.save_document(doc, increment)?;
+                tx.save_document(doc, increment, view)?;
                 report.households_changed.push(doc.id().to_string());
             }
         }

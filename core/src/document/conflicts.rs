@@ -6,14 +6,15 @@
 //! so its conflicts are concurrent transitions, settled by one more transition.
 
 use automerge::transaction::Transactable;
-use automerge::{ObjId, ReadDoc, ScalarValue, Value};
+use automerge::{hydrate, ObjId, ReadDoc, ScalarValue, Value};
 
-use super::{read_note, status, Author, HouseholdDocument};
+use super::stored::IssueDoc;
+use super::{read_note, status, Author, HouseholdDocument, Scope};
 use crate::error::{Error, Result};
 use crate::model::{Conflict, ConflictValue, IssueStatus, Stamp};
 
 /// Keys that hold bookkeeping, not something a person typed.
-const NOT_A_CONFLICT: &[&str] = &["deleted", "id", "recorded", "raised", "created"];
+const NOT_A_CONFLICT: &[&str] = &["deleted", "id", "recorded", "raised", "created", "transitions", "comments"];
 
 fn scalar_text(s: &ScalarValue) -> String {
     match s {
@@ -28,31 +29,23 @@ fn scalar_text(s: &ScalarValue) -> String {
     }
 }
 
-impl HouseholdDocument {
-    /// The maps whose keys people edit, with the path prefix used to name them.
-    fn editable_maps(&self) -> Vec<(String, ObjId)> {
-        let mut maps = Vec::new();
-        let push_children = |maps: &mut Vec<(String, ObjId)>, parent: &[&str]| {
-            if let Some(obj) = Self::map_at(&self.doc, parent) {
-                for key in self.doc.keys(&obj) {
-                    let mut path: Vec<&str> = parent.to_vec();
-                    path.push(&key);
-                    if let Some(child) = Self::map_at(&self.doc, &path) {
-                        maps.push((path.join("/"), child));
-                    }
-                }
-            }
-        };
-        if let Some(h) = Self::map_at(&self.doc, &["household"]) {
-            maps.push(("household".to_string(), h));
+/// Collect the paths of map keys flagged as conflicting, below `path`.
+fn collect_flagged(path: Vec<String>, value: &hydrate::Value, out: &mut Vec<Vec<String>>) {
+    let hydrate::Value::Map(map) = value else { return };
+    for (key, entry) in map.iter() {
+        if NOT_A_CONFLICT.contains(&key.as_str()) {
+            continue;
         }
-        push_children(&mut maps, &["household", "guardians"]);
-        push_children(&mut maps, &["household", "students"]);
-        push_children(&mut maps, &["visits"]);
-        push_children(&mut maps, &["issues"]);
-        maps
+        let mut child = path.clone();
+        child.push(key.clone());
+        if entry.conflict {
+            out.push(child.clone());
+        }
+        collect_flagged(child, &entry.value, out);
     }
+}
 
+impl HouseholdDocument {
     fn stamp_of_op(&mut self, op: &ObjId) -> Stamp {
         let hash = self.doc.hash_for_opid(op);
         match hash.and_then(|h| self.doc.get_change_meta_by_hash(&h)) {
@@ -64,56 +57,61 @@ impl HouseholdDocument {
         }
     }
 
-    /// Every field with concurrent values, the shown value first.
-    pub fn conflicts(&mut self) -> Result<Vec<Conflict>> {
+    /// The conflicts inside the record at `path`, whose hydrated value is `value`.
+    /// Hydration flags keys with concurrent values, so only those are looked up.
+    pub(super) fn conflicts_under(&mut self, path: &[String], value: &hydrate::Value) -> Result<Vec<Conflict>> {
+        let mut flagged: Vec<Vec<String>> = Vec::new();
+        collect_flagged(path.to_vec(), value, &mut flagged);
         let mut found = Vec::new();
-        for (prefix, obj) in self.editable_maps() {
-            for key in self.doc.keys(&obj).collect::<Vec<_>>() {
-                if NOT_A_CONFLICT.contains(&key.as_str()) {
-                    continue;
-                }
-                let all = self.doc.get_all(&obj, key.as_str())?;
-                if all.len() < 2 {
-                    continue;
-                }
-                let winner = self.doc.get(&obj, key.as_str())?.map(|(_, id)| id);
-                let mut values: Vec<(bool, String, ObjId)> = all
-                    .into_iter()
-                    .map(|(v, id)| {
-                        let text = match v {
-                            Value::Scalar(s) => scalar_text(&s),
-                            Value::Object(t) => format!("[{t}]"),
-                        };
-                        (Some(&id) == winner.as_ref(), text, id)
-                    })
-                    .collect();
-                values.sort_by_key(|(w, _, _)| !*w);
-                let values = values
-                    .into_iter()
-                    .map(|(_, value, op)| ConflictValue { value, by: self.stamp_of_op(&op) })
-                    .collect();
-                found.push(Conflict { household_id: self.id.clone(), path: format!("{prefix}/{key}"), values });
+        for full in flagged {
+            let (key, map_path) = full.split_last().expect("a flagged path has a key");
+            let map_path: Vec<&str> = map_path.iter().map(String::as_str).collect();
+            let Some(obj) = Self::map_at(&self.doc, &map_path) else { continue };
+            let all = self.doc.get_all(&obj, key.as_str())?;
+            if all.len() < 2 {
+                continue;
             }
-        }
-        for issue in self.issue_docs()?.into_values() {
-            let derived = status::derive(&issue.transitions);
-            if derived.heads.len() > 1 {
-                let values = derived
-                    .heads
-                    .iter()
-                    .map(|h| {
-                        let t = &issue.transitions[h];
-                        ConflictValue { value: t.to.clone(), by: (&t.by).into() }
-                    })
-                    .collect();
-                found.push(Conflict {
-                    household_id: self.id.clone(),
-                    path: format!("issues/{}/status", issue.id),
-                    values,
-                });
-            }
+            let winner = self.doc.get(&obj, key.as_str())?.map(|(_, id)| id);
+            let mut values: Vec<(bool, String, ObjId)> = all
+                .into_iter()
+                .map(|(v, id)| {
+                    let text = match v {
+                        Value::Scalar(s) => scalar_text(&s),
+                        Value::Object(t) => format!("[{t}]"),
+                    };
+                    (Some(&id) == winner.as_ref(), text, id)
+                })
+                .collect();
+            values.sort_by_key(|(w, _, _)| !*w);
+            let values = values
+                .into_iter()
+                .map(|(_, value, op)| ConflictValue { value, by: self.stamp_of_op(&op) })
+                .collect();
+            found.push(Conflict { household_id: self.id.clone(), path: full.join("/"), values });
         }
         Ok(found)
+    }
+
+    /// Concurrent transitions of one problem, as a conflict on its status.
+    pub(super) fn status_conflict(&self, issue: &IssueDoc) -> Option<Conflict> {
+        let derived = status::derive(&issue.transitions);
+        (derived.heads.len() > 1).then(|| Conflict {
+            household_id: self.id.clone(),
+            path: format!("issues/{}/status", issue.id),
+            values: derived
+                .heads
+                .iter()
+                .map(|h| {
+                    let t = &issue.transitions[h];
+                    ConflictValue { value: t.to.clone(), by: (&t.by).into() }
+                })
+                .collect(),
+        })
+    }
+
+    /// Every field with concurrent values, the shown value first.
+    pub fn conflicts(&mut self) -> Result<Vec<Conflict>> {
+        Ok(self.view(&Scope::Everything)?.conflicts)
     }
 
     /// Settle the conflict at `path` by choosing one of its competing values.

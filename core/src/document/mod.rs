@@ -9,15 +9,20 @@
 //! replicas never create competing copies of the same map.
 
 mod conflicts;
+mod convert;
 pub(crate) mod status;
 pub(crate) mod stored;
+mod view;
 
-use std::collections::HashSet;
+pub use view::{Scope, View};
+
+use std::collections::{BTreeMap, HashSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
-use autosurgeon::{hydrate_path, hydrate_prop, reconcile_prop, Text};
-use std::collections::BTreeMap;
+use autosurgeon::reconcile_prop;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -145,17 +150,16 @@ impl HouseholdDocument {
                 })
                 .collect(),
             assigned_members: new.assigned_members.iter().map(|m| (m.clone(), true)).collect(),
-            notes: Text::with_value(&new.notes),
+            notes: new.notes.clone(),
             archived: false,
             created: stamp(author, now_ms),
         };
         let mut this = HouseholdDocument { id: id.clone(), doc: AutoCommit::new().with_actor(actor.clone()) };
         this.change(author, now_ms, format!("create_household {id}"), |doc| {
             doc.put(ROOT, "schema_version", SCHEMA_VERSION)?;
-            reconcile_prop(doc, ROOT, "household", &household).map_err(|e| corrupt(&id, e))?;
-            let empty: BTreeMap<String, bool> = BTreeMap::new();
-            reconcile_prop(doc, ROOT, "visits", &empty).map_err(|e| corrupt(&id, e))?;
-            reconcile_prop(doc, ROOT, "issues", &empty).map_err(|e| corrupt(&id, e))?;
+            Self::insert_record(doc, &ROOT, "household", &household)?;
+            doc.put_object(ROOT, "visits", ObjType::Map)?;
+            doc.put_object(ROOT, "issues", ObjType::Map)?;
             Ok(())
         })?;
         Ok(this)
@@ -275,18 +279,27 @@ impl HouseholdDocument {
         matches!(self.doc.get(ROOT, "household"), Ok(Some(_)))
     }
 
+    /// Read the record at `path` (one `hydrate` of its object); `None` if absent.
+    fn read_record<T: DeserializeOwned>(&self, path: &[&str]) -> Result<Option<T>> {
+        let Some(obj) = Self::map_at(&self.doc, path) else { return Ok(None) };
+        let value = self.doc.hydrate(&obj, None).map_err(|e| corrupt(&self.id, e))?;
+        serde_json::from_value(convert::to_json(&value))
+            .map(Some)
+            .map_err(|e| corrupt(&self.id, format!("{}: {e}", path.join("/"))))
+    }
+
     pub fn household(&self) -> Result<Household> {
-        hydrate_prop::<_, HouseholdDoc, _, _>(&self.doc, ROOT, "household")
+        self.read_record::<HouseholdDoc>(&["household"])?
             .map(|h| h.to_model())
-            .map_err(|e| corrupt(&self.id, e))
+            .ok_or_else(|| Error::not_found("household", &self.id))
     }
 
     fn visit_docs(&self) -> Result<BTreeMap<String, VisitDoc>> {
-        hydrate_prop(&self.doc, ROOT, "visits").map_err(|e| corrupt(&self.id, e))
+        Ok(self.read_record(&["visits"])?.unwrap_or_default())
     }
 
     fn issue_docs(&self) -> Result<BTreeMap<String, IssueDoc>> {
-        hydrate_prop(&self.doc, ROOT, "issues").map_err(|e| corrupt(&self.id, e))
+        Ok(self.read_record(&["issues"])?.unwrap_or_default())
     }
 
     /// Every visit, deleted ones included (see `Visit::deleted`), oldest first.
@@ -304,15 +317,11 @@ impl HouseholdDocument {
     }
 
     fn visit_doc(&self, visit_id: &str) -> Result<VisitDoc> {
-        hydrate_path(&self.doc, &ROOT, ["visits".into(), visit_id.into()])
-            .map_err(|e| corrupt(&self.id, e))?
-            .ok_or_else(|| Error::not_found("visit", visit_id))
+        self.read_record(&["visits", visit_id])?.ok_or_else(|| Error::not_found("visit", visit_id))
     }
 
     fn issue_doc(&self, issue_id: &str) -> Result<IssueDoc> {
-        hydrate_path(&self.doc, &ROOT, ["issues".into(), issue_id.into()])
-            .map_err(|e| corrupt(&self.id, e))?
-            .ok_or_else(|| Error::not_found("issue", issue_id))
+        self.read_record(&["issues", issue_id])?.ok_or_else(|| Error::not_found("issue", issue_id))
     }
 
     pub fn visit(&self, visit_id: &str) -> Result<Visit> {
@@ -341,7 +350,7 @@ impl HouseholdDocument {
 
     /// A whole-document view for comparing replicas in tests and diagnostics.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(automerge::AutoSerde::from(&self.doc)).unwrap_or(serde_json::Value::Null)
+        self.doc.hydrate(&ROOT, None).map(|v| convert::to_json(&v)).unwrap_or(serde_json::Value::Null)
     }
 
     // ----- editing -------------------------------------------------------------
@@ -395,6 +404,13 @@ impl HouseholdDocument {
         Ok(())
     }
 
+    /// Create a record (a map with its nested lists and texts) in one batch.
+    fn insert_record<T: Serialize>(doc: &mut AutoCommit, obj: &ObjId, key: &str, record: &T) -> Result<ObjId> {
+        let json = serde_json::to_value(record).map_err(|e| Error::Storage { reason: e.to_string() })?;
+        let encoding = doc.text_encoding();
+        Ok(doc.batch_create_object(obj, key, &convert::from_json(&json, encoding), false)?)
+    }
+
     fn put_list(doc: &mut AutoCommit, obj: &ObjId, key: &str, values: &[String]) -> Result<()> {
         reconcile_prop(doc, obj, key, values).map_err(|e| Error::Storage { reason: e.to_string() })
     }
@@ -437,7 +453,7 @@ impl HouseholdDocument {
             phone: guardian.phone.clone(),
         };
         self.change(author, now_ms, format!("add_guardian {id}"), |doc| {
-            reconcile_prop(doc, &guardians, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &guardians, &id, &value).map(|_| ())
         })?;
         Ok(id)
     }
@@ -476,7 +492,7 @@ impl HouseholdDocument {
             hukou_status: student.hukou_status.as_str().to_string(),
         };
         self.change(author, now_ms, format!("add_student {id}"), |doc| {
-            reconcile_prop(doc, &students, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &students, &id, &value).map(|_| ())
         })?;
         Ok(id)
     }
@@ -524,7 +540,7 @@ impl HouseholdDocument {
             mode: new.mode.as_str().to_string(),
             people_met: new.people_met.clone(),
             topics: new.topics.iter().map(|t| t.as_str().to_string()).collect(),
-            notes: Text::with_value(&new.notes),
+            notes: new.notes.clone(),
             follow_up_on: new.follow_up_on.clone(),
             latitude: new.location.as_ref().map(|l| l.latitude),
             longitude: new.location.as_ref().map(|l| l.longitude),
@@ -533,7 +549,7 @@ impl HouseholdDocument {
             deleted: None,
         };
         self.change(author, now_ms, format!("record_visit {id}"), |doc| {
-            reconcile_prop(doc, &visits, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &visits, &id, &value).map(|_| ())
         })?;
         Ok(id)
     }
@@ -580,8 +596,7 @@ impl HouseholdDocument {
         let action = if deleted { "delete" } else { "restore" };
         self.change(author, now_ms, format!("{action}_{kind} {id}"), |doc| {
             if deleted {
-                reconcile_prop(doc, &obj, "deleted", stamp(author, now_ms))
-                    .map_err(|e| Error::Storage { reason: e.to_string() })?;
+                Self::insert_record(doc, &obj, "deleted", &stamp(author, now_ms))?;
             } else {
                 doc.delete(&obj, "deleted")?;
             }
@@ -612,20 +627,20 @@ impl HouseholdDocument {
             visit_id: new.visit_id.clone(),
             category: new.category.as_str().to_string(),
             title: new.title.clone(),
-            description: Text::with_value(&new.description),
+            description: new.description.clone(),
             urgency: new.urgency.as_str().to_string(),
             assignee: new.assignee.clone(),
             due_on: new.due_on.clone(),
             transitions: BTreeMap::new(),
             comments: BTreeMap::new(),
-            resolution: Text::with_value(""),
+            resolution: String::new(),
             feedback_satisfaction: None,
             feedback_comment: None,
             raised: stamp(author, now_ms),
             deleted: None,
         };
         self.change(author, now_ms, format!("raise_issue {id}"), |doc| {
-            reconcile_prop(doc, &issues, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &issues, &id, &value).map(|_| ())
         })?;
         Ok(id)
     }
@@ -700,7 +715,7 @@ impl HouseholdDocument {
             by: stamp(author, now_ms),
         };
         self.change(author, now_ms, format!("transition_issue {issue_id} {} -> {}", value.from, value.to), |doc| {
-            reconcile_prop(doc, &transitions, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &transitions, &id, &value).map(|_| ())
         })
     }
 
@@ -722,8 +737,9 @@ impl HouseholdDocument {
         let id = new_id();
         let value = CommentDoc { id: id.clone(), text: text.to_string(), by: stamp(author, now_ms) };
         self.change(author, now_ms, format!("comment_on_issue {issue_id}"), |doc| {
-            reconcile_prop(doc, &comments, id.as_str(), &value).map_err(|e| Error::Storage { reason: e.to_string() })
+            Self::insert_record(doc, &comments, &id, &value).map(|_| ())
         })?;
         Ok(id)
     }
 }
+

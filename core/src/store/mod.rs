@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::document::HouseholdDocument;
+use crate::document::{HouseholdDocument, View};
 use crate::error::Result;
 
 pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
@@ -113,9 +113,10 @@ pub struct StoreTx<'a> {
 }
 
 impl StoreTx<'_> {
-    /// Append the changes made since `before` and rewrite the household's projection.
-    /// Compacts the household into one snapshot when its increments have grown.
-    pub fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8]) -> Result<()> {
+    /// Append a household's new changes (`increment`) and rewrite the projection rows
+    /// `view` covers. Compacts the household into one snapshot when its increments have
+    /// grown.
+    pub fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()> {
         let id = doc.id().to_string();
         if !increment.is_empty() {
             self.tx.prepare_cached(
@@ -139,7 +140,7 @@ impl StoreTx<'_> {
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO doc_heads (household_id, heads) VALUES (?1, ?2)")?
             .execute(params![id, heads.join(",")])?;
-        projection::write(&self.tx, doc)
+        projection::write(&self.tx, &id, view)
     }
 
     fn replace_with_snapshot(&self, household_id: &str, snapshot: &[u8]) -> Result<()> {
@@ -148,11 +149,6 @@ impl StoreTx<'_> {
             .prepare_cached("INSERT INTO doc_chunks (household_id, kind, data) VALUES (?1, 'snapshot', ?2)")?
             .execute(params![household_id, snapshot])?;
         Ok(())
-    }
-
-    /// Rewrite the projection of a household without touching its chunks.
-    pub fn write_projection(&self, doc: &mut HouseholdDocument) -> Result<()> {
-        projection::write(&self.tx, doc)
     }
 
     /// Replace the set of changes waiting for dependencies for one household.

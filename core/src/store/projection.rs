@@ -5,62 +5,72 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::Store;
-use crate::document::HouseholdDocument;
+use crate::document::View;
 use crate::error::Result;
 use crate::model::*;
 
 /// Statuses that count as still open (see `IssueStatus::is_active`).
 pub const OVERDUE_STATUSES: &str = "'open','acknowledged','referred','in_progress'";
 
-/// Rewrite every projection row of one household from its document.
-pub(super) fn write(conn: &Connection, doc: &mut HouseholdDocument) -> Result<()> {
-    let id = doc.id().to_string();
-    for table in ["households", "visits", "issues", "conflicts"] {
-        let key = if table == "households" { "id" } else { "household_id" };
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))?.execute([&id])?;
+/// Rewrite the projection rows of one household that `view` covers.
+pub(super) fn write(conn: &Connection, household_id: &str, view: &View) -> Result<()> {
+    let id = household_id;
+    if view.everything {
+        for table in ["visits", "issues", "conflicts"] {
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE household_id = ?1"))?.execute([id])?;
+        }
     }
-    conn.prepare_cached("DELETE FROM household_members WHERE household_id = ?1")?.execute([&id])?;
-    if !doc.has_household() {
-        return Ok(());
+    if view.household_in_scope {
+        conn.prepare_cached("DELETE FROM households WHERE id = ?1")?.execute([id])?;
+        conn.prepare_cached("DELETE FROM household_members WHERE household_id = ?1")?.execute([id])?;
     }
-    let household = doc.household()?;
-    conn.prepare_cached(
-        "INSERT INTO households (id, family_name, address, community_id, branch_id, archived)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        id,
-        household.family_name,
-        household.address,
-        household.community_id,
-        household.branch_id,
-        household.archived
-    ])?;
-    let mut member = conn.prepare_cached("INSERT INTO household_members (household_id, member_id) VALUES (?1, ?2)")?;
-    for m in &household.assigned_members {
-        member.execute(params![id, m])?;
+    if let Some(household) = &view.household {
+        conn.prepare_cached(
+            "INSERT INTO households (id, family_name, address, community_id, branch_id, archived)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            id,
+            household.family_name,
+            household.address,
+            household.community_id,
+            household.branch_id,
+            household.archived
+        ])?;
+        let mut member =
+            conn.prepare_cached("INSERT INTO household_members (household_id, member_id) VALUES (?1, ?2)")?;
+        for m in &household.assigned_members {
+            member.execute(params![id, m])?;
+        }
     }
+    let mut delete_visit = conn.prepare_cached("DELETE FROM visits WHERE id = ?1")?;
     let mut visit = conn.prepare_cached(
         "INSERT INTO visits (id, household_id, started_at, ended_at, mode, follow_up_on, deleted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for v in doc.visits()? {
-        visit.execute(params![
-            v.id,
-            id,
-            v.started_at_ms,
-            v.ended_at_ms,
-            v.mode.as_str(),
-            v.follow_up_on,
-            v.deleted.is_some()
-        ])?;
+    for (visit_id, v) in &view.visits {
+        delete_visit.execute([visit_id])?;
+        if let Some(v) = v {
+            visit.execute(params![
+                v.id,
+                id,
+                v.started_at_ms,
+                v.ended_at_ms,
+                v.mode.as_str(),
+                v.follow_up_on,
+                v.deleted.is_some()
+            ])?;
+        }
     }
+    let mut delete_issue = conn.prepare_cached("DELETE FROM issues WHERE id = ?1")?;
     let mut issue = conn.prepare_cached(
         "INSERT INTO issues (id, household_id, visit_id, category, title, urgency, assignee, status,
                              due_on, raised_at, deleted, resolved_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
-    for i in doc.issues()? {
+    for (issue_id, i) in &view.issues {
+        delete_issue.execute([issue_id])?;
+        let Some(i) = i else { continue };
         let resolved_at = if i.status.is_active() {
             None
         } else {
@@ -81,9 +91,15 @@ pub(super) fn write(conn: &Connection, doc: &mut HouseholdDocument) -> Result<()
             resolved_at
         ])?;
     }
+    let mut delete_conflicts = conn.prepare_cached(
+        "DELETE FROM conflicts WHERE household_id = ?1 AND substr(path, 1, length(?2)) = ?2",
+    )?;
+    for prefix in &view.conflict_prefixes {
+        delete_conflicts.execute([id, prefix.as_str()])?;
+    }
     let mut conflict = conn
-        .prepare_cached("INSERT INTO conflicts (household_id, path, competing_values) VALUES (?1, ?2, ?3)")?;
-    for c in doc.conflicts()? {
+        .prepare_cached("INSERT OR REPLACE INTO conflicts (household_id, path, competing_values) VALUES (?1, ?2, ?3)")?;
+    for c in &view.conflicts {
         let values: Vec<serde_json::Value> = c
             .values
             .iter()

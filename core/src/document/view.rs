@@ -1,0 +1,151 @@
+//! What changed in a document, and the records a projection needs to rewrite.
+//!
+//! A local edit names the record it touched, and `view` reads only that record (one
+//! `hydrate`), with its conflicts. Imports rewrite the whole household: measured on
+//! automerge 0.12, `diff` between two heads costs more than hydrating a household of
+//! ordinary size (2–14 ms against ~1 ms for 10 visits).
+
+use std::collections::BTreeSet;
+
+use automerge::{hydrate, ReadDoc, ROOT};
+
+use super::convert;
+use super::stored::{HouseholdDoc, IssueDoc, VisitDoc};
+use super::{corrupt, HouseholdDocument};
+use crate::error::Result;
+use crate::model::{Conflict, Household, Issue, Visit};
+
+
+/// Which part of a household's projection to rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    Records { household: bool, visits: BTreeSet<String>, issues: BTreeSet<String> },
+}
+
+/// The projected records of one household, for the scope asked.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Every row of the household is to be replaced.
+    pub everything: bool,
+    /// The profile, when in scope (and present).
+    pub household: Option<Household>,
+    pub household_in_scope: bool,
+    /// Visits in scope; `None` for one that no longer exists.
+    pub visits: Vec<(String, Option<Visit>)>,
+    pub issues: Vec<(String, Option<Issue>)>,
+    /// Conflicts under `conflict_prefixes`.
+    pub conflicts: Vec<Conflict>,
+    /// Path prefixes whose conflicts are replaced (e.g. `visits/<id>/`).
+    pub conflict_prefixes: Vec<String>,
+}
+
+impl Scope {
+    pub fn household() -> Scope {
+        Scope::Records { household: true, visits: BTreeSet::new(), issues: BTreeSet::new() }
+    }
+
+    pub fn visit(id: &str) -> Scope {
+        Scope::Records { household: false, visits: BTreeSet::from([id.to_string()]), issues: BTreeSet::new() }
+    }
+
+    pub fn issue(id: &str) -> Scope {
+        Scope::Records { household: false, visits: BTreeSet::new(), issues: BTreeSet::from([id.to_string()]) }
+    }
+
+    /// The record a field path (as in `Conflict::path`) belongs to.
+    pub fn of_path(path: &str) -> Scope {
+        match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["household", ..] => Scope::household(),
+            ["visits", id, ..] => Scope::visit(id),
+            ["issues", id, ..] => Scope::issue(id),
+            _ => Scope::Everything,
+        }
+    }
+}
+
+impl HouseholdDocument {
+    fn parse<T: serde::de::DeserializeOwned>(&self, value: &hydrate::Value) -> Result<T> {
+        serde_json::from_value(convert::to_json(value)).map_err(|e| corrupt(&self.id, e))
+    }
+
+    fn view_household(&mut self, value: &hydrate::Value, view: &mut View) -> Result<()> {
+        let doc: HouseholdDoc = self.parse(value)?;
+        view.household = Some(doc.to_model());
+        view.conflicts.extend(self.conflicts_under(&["household".into()], value)?);
+        Ok(())
+    }
+
+    fn view_visit(&mut self, visit_id: &str, value: &hydrate::Value, view: &mut View) -> Result<()> {
+        let doc: VisitDoc = self.parse(value)?;
+        view.conflicts.extend(self.conflicts_under(&["visits".into(), visit_id.into()], value)?);
+        view.visits.push((visit_id.into(), Some(doc.to_model(&self.id))));
+        Ok(())
+    }
+
+    fn view_issue(&mut self, issue_id: &str, value: &hydrate::Value, view: &mut View) -> Result<()> {
+        let doc: IssueDoc = self.parse(value)?;
+        view.conflicts.extend(self.conflicts_under(&["issues".into(), issue_id.into()], value)?);
+        view.conflicts.extend(self.status_conflict(&doc));
+        view.issues.push((issue_id.into(), Some(doc.to_model(&self.id))));
+        Ok(())
+    }
+
+    /// The hydrated record at `path`, if it exists.
+    fn hydrate_at(&self, path: &[&str]) -> Result<Option<hydrate::Value>> {
+        match Self::map_at(&self.doc, path) {
+            Some(obj) => Ok(Some(self.doc.hydrate(&obj, None).map_err(|e| corrupt(&self.id, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Read the records in `scope` and their conflicts.
+    pub fn view(&mut self, scope: &Scope) -> Result<View> {
+        let mut view = View::default();
+        match scope {
+            Scope::Everything => {
+                view.everything = true;
+                view.household_in_scope = true;
+                let root = self.doc.hydrate(&ROOT, None).map_err(|e| corrupt(&self.id, e))?;
+                let hydrate::Value::Map(root) = root else { return Ok(view) };
+                if let Some(h) = root.get("household") {
+                    self.view_household(h, &mut view)?;
+                }
+                if let Some(hydrate::Value::Map(visits)) = root.get("visits") {
+                    for (id, entry) in visits.iter() {
+                        self.view_visit(id, &entry.value, &mut view)?;
+                    }
+                }
+                if let Some(hydrate::Value::Map(issues)) = root.get("issues") {
+                    for (id, entry) in issues.iter() {
+                        self.view_issue(id, &entry.value, &mut view)?;
+                    }
+                }
+            }
+            Scope::Records { household, visits, issues } => {
+                if *household {
+                    view.household_in_scope = true;
+                    view.conflict_prefixes.push("household/".into());
+                    if let Some(h) = self.hydrate_at(&["household"])? {
+                        self.view_household(&h, &mut view)?;
+                    }
+                }
+                for id in visits {
+                    view.conflict_prefixes.push(format!("visits/{id}/"));
+                    match self.hydrate_at(&["visits", id])? {
+                        Some(v) => self.view_visit(id, &v, &mut view)?,
+                        None => view.visits.push((id.clone(), None)),
+                    }
+                }
+                for id in issues {
+                    view.conflict_prefixes.push(format!("issues/{id}/"));
+                    match self.hydrate_at(&["issues", id])? {
+                        Some(v) => self.view_issue(id, &v, &mut view)?,
+                        None => view.issues.push((id.clone(), None)),
+                    }
+                }
+            }
+        }
+        Ok(view)
+    }
+}

@@ -1,0 +1,300 @@
+//! Storage promises: schema upgrades from every earlier version, a corrupt household
+//! isolated from the others, compaction, bad input refused without changes, and change
+//! notifications.
+
+mod common;
+use common::*;
+use doorstep_core::store::migrations;
+use doorstep_core::*;
+use std::sync::{Arc, Mutex};
+
+/// A household document with a concurrent edit on one field, as bytes, made without a replica.
+fn document_with_conflict() -> (String, Vec<u8>) {
+    let author = |m: &str| Author { member_id: m.into(), device_id: format!("{m}-phone") };
+    let mut a =
+        HouseholdDocument::create(&automerge::ActorId::random(), &author("m-a"), 1_000, &new_household("m-a")).unwrap();
+    let id = a.id().to_string();
+    let mut b = HouseholdDocument::load(&id, &a.save(), &automerge::ActorId::random()).unwrap();
+    a.update_household(&author("m-a"), 2_000, &HouseholdUpdate { address: Some("一号".into()), ..Default::default() })
+        .unwrap();
+    b.update_household(&author("m-b"), 2_000, &HouseholdUpdate { address: Some("二号".into()), ..Default::default() })
+        .unwrap();
+    b.record_visit(&author("m-b"), 3_000, &new_visit(&id, 3_000, "走访")).unwrap();
+    let changes = b.changes_since(&[]);
+    a.apply(changes).unwrap();
+    (id, a.save())
+}
+
+#[test]
+fn every_earlier_schema_upgrades_and_keeps_its_households() {
+    for version in 0..migrations::current_version() as usize {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let (household, bytes) = document_with_conflict();
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            migrations::create_at_version(&mut conn, version).unwrap();
+            if version >= 1 {
+                // What that release stored: the document, and its projection row.
+                conn.execute(
+                    "INSERT INTO doc_chunks (household_id, kind, data) VALUES (?1, 'snapshot', ?2)",
+                    rusqlite::params![household, bytes],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO households (id, family_name, address, community_id, branch_id, archived)
+                     VALUES (?1, '王', '旧地址', 'c-平西', 'b-一小', 0)",
+                    [&household],
+                )
+                .unwrap();
+            }
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, version as i64);
+        }
+        let replica = Replica::open(&path, "m-a", "a-phone").unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, migrations::current_version(), "upgraded from version {version}");
+        if version >= 1 {
+            let list = replica.list_households().unwrap();
+            assert_eq!(list.len(), 1, "from version {version}");
+            assert_eq!(list[0].visit_count, 1, "projection rebuilt from the document");
+            assert_ne!(list[0].address, "旧地址", "projection rebuilt from the document");
+            let conflicts = replica.conflicts(None).unwrap();
+            assert_eq!(conflicts.len(), 1, "conflicts projected after upgrade from {version}");
+            assert_eq!(conflicts[0].path, "household/address");
+            assert_eq!(replica.heads().unwrap().len(), 1);
+            // And the upgraded replica keeps working.
+            replica.record_visit(&new_visit(&household, 5_000, "升级后走访")).unwrap();
+            assert_eq!(replica.list_households().unwrap()[0].visit_count, 2);
+        } else {
+            assert!(replica.list_households().unwrap().is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_file_from_a_newer_app_version_is_refused_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Replica::open(&path, "m", "d").unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 99);
+}
+
+#[test]
+fn a_corrupt_household_gives_a_clear_error_and_the_others_stay_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sqlite3");
+    let (bad, good) = {
+        let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+        let bad = r.create_household(&new_household("m-a")).unwrap().id;
+        let good = r.create_household(&new_household("m-a")).unwrap().id;
+        r.record_visit(&new_visit(&bad, 1_000, "走访")).unwrap();
+        (bad, good)
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let n = conn
+            .execute("UPDATE doc_chunks SET data = substr(data, 1, length(data) / 2) WHERE household_id = ?1", [&bad])
+            .unwrap();
+        assert!(n >= 1);
+    }
+    let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+    let err = r.household(&bad).unwrap_err();
+    assert!(matches!(&err, Error::CorruptHousehold { household_id, .. } if *household_id == bad), "{err:?}");
+    assert!(err.to_string().contains("已损坏") && err.to_string().contains("corrupt"), "{err}");
+    let err = r.record_visit(&new_visit(&bad, 2_000, "再次走访")).unwrap_err();
+    assert!(matches!(err, Error::CorruptHousehold { .. }));
+    // Everything else works: lists, the other household, writes to it.
+    assert_eq!(r.list_households().unwrap().len(), 2);
+    r.household(&good).unwrap();
+    r.record_visit(&new_visit(&good, 3_000, "走访")).unwrap();
+    assert_eq!(r.visits(&good).unwrap().len(), 1);
+    let summaries = r.list_households().unwrap();
+    let bad_row = summaries.iter().find(|h| h.id == bad).unwrap();
+    assert_eq!(bad_row.visit_count, 1, "the failed write changed nothing");
+    // Exporting to a peer skips nothing silently: the corrupt household is an error.
+    assert!(matches!(r.export_changes(&[]).unwrap_err(), Error::CorruptHousehold { .. }));
+}
+
+#[test]
+fn many_edits_are_compacted_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sqlite3");
+    let household;
+    {
+        let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+        household = r.create_household(&new_household("m-a")).unwrap().id;
+        for i in 0..150 {
+            r.record_visit(&new_visit(&household, i * 1_000, &format!("第 {i} 次走访"))).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let chunks: i64 = conn.query_row("SELECT count(*) FROM doc_chunks", [], |r| r.get(0)).unwrap();
+    assert!(chunks <= 65, "compaction keeps chunks bounded, found {chunks}");
+    let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+    let visits = r.visits(&household).unwrap();
+    assert_eq!(visits.len(), 150);
+    assert_eq!(visits[149].notes, "第 149 次走访");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_readable_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = replica(&dir, "a", "m-a");
+    let h = r.create_household(&new_household("m-a")).unwrap().id;
+    let history = r.history(&h).unwrap().len();
+
+    let mut v = new_visit(&h, 10_000, "x");
+    v.ended_at_ms = Some(5_000);
+    let err = r.record_visit(&v).unwrap_err();
+    assert!(err.to_string().contains("a visit cannot end before it starts"), "{err}");
+
+    let mut v = new_visit(&h, 10_000, "x");
+    v.follow_up_on = Some("下周三".into());
+    assert!(r.record_visit(&v).unwrap_err().to_string().contains("YYYY-MM-DD"));
+
+    let err = r.record_visit(&new_visit("no-such-household", 1, "x")).unwrap_err();
+    assert_eq!(err.to_string(), "未找到住户：no-such-household / household not found: no-such-household");
+
+    let issue = r.raise_issue(&new_issue(&h)).unwrap().id;
+    let history = history + 1;
+    let err = r.transition_issue(&issue, &IssueStatus::Closed, "").unwrap_err();
+    assert_eq!(err, Error::InvalidTransition { from: "open".into(), to: "closed".into() });
+    assert!(err.to_string().contains("an issue cannot move from open to closed"));
+
+    let bad_phone = GuardianUpdate { phone: Some("电话".into()), ..Default::default() };
+    let g = r.household(&h).unwrap().guardians[0].id.clone();
+    assert!(matches!(r.update_guardian(&h, &g, &bad_phone).unwrap_err(), Error::InvalidInput { .. }));
+
+    // Garbage from a peer: refused whole, nothing stored.
+    let good = r.export_changes(&[]).unwrap();
+    let mut batches = good.clone();
+    batches.push(HouseholdChanges { household_id: "h-x".into(), changes: vec![b"not an automerge change".to_vec()] });
+    let peer = replica(&dir, "b", "m-b");
+    let err = peer.import_changes(&batches).unwrap_err();
+    assert!(err.to_string().contains("cannot be decoded"), "{err}");
+    assert!(peer.list_households().unwrap().is_empty());
+    assert!(peer.heads().unwrap().is_empty());
+
+    assert_eq!(r.history(&h).unwrap().len(), history, "no refused call left a change");
+    assert_eq!(r.issue(&issue).unwrap().status, IssueStatus::Open);
+
+    // Opening the file as another device is refused.
+    drop(r);
+    let err = Replica::open(dir.path().join("a.sqlite3"), "m-a", "someone-else").unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }));
+}
+
+#[test]
+fn changes_arriving_before_their_dependencies_wait_durably_and_apply_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir, "a", "m-a");
+    let h = a.create_household(&new_household("m-a")).unwrap().id;
+    let first = a.export_changes(&[]).unwrap();
+    let heads_after_create = a.heads().unwrap();
+    a.record_visit(&new_visit(&h, 1_000, "走访")).unwrap();
+    let later = a.export_changes(&heads_after_create).unwrap();
+    assert_eq!(later[0].changes.len(), 1);
+
+    let path = dir.path().join("b.sqlite3");
+    {
+        let b = Replica::open(&path, "m-b", "b-phone").unwrap();
+        let report = b.import_changes(&later).unwrap();
+        assert_eq!((report.changes_applied, report.changes_waiting), (0, 1));
+        assert!(b.list_households().unwrap().is_empty());
+    }
+    let b = Replica::open(&path, "m-b", "b-phone").unwrap();
+    let report = b.import_changes(&first).unwrap();
+    assert_eq!((report.changes_applied, report.changes_waiting), (2, 0));
+    assert_eq!(b.list_households().unwrap()[0].visit_count, 1);
+    assert_eq!(b.household_json(&h).unwrap(), a.household_json(&h).unwrap());
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ChangeEvent>>);
+impl ChangeListener for Recorder {
+    fn on_change(&self, event: ChangeEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+#[test]
+fn listeners_hear_local_and_remote_changes_until_the_subscription_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir, "a", "m-a");
+    let b = replica(&dir, "b", "m-b");
+    let recorder = Arc::new(Recorder::default());
+    let subscription = b.subscribe(recorder.clone());
+    let h = a.create_household(&new_household("m-a")).unwrap().id;
+    send(&a, &b);
+    b.record_visit(&new_visit(&h, 1_000, "走访")).unwrap();
+    // A refused call is not a change.
+    let _ = b.transition_issue("nope", &IssueStatus::Closed, "");
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![
+            ChangeEvent { household_ids: vec![h.clone()], origin: ChangeOrigin::Remote },
+            ChangeEvent { household_ids: vec![h.clone()], origin: ChangeOrigin::Local },
+        ]
+    );
+    drop(subscription);
+    b.record_visit(&new_visit(&h, 2_000, "走访")).unwrap();
+    assert_eq!(recorder.0.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn history_says_who_changed_what_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir, "a", "m-zhang");
+    let b = replica(&dir, "b", "m-li");
+    let h = a.create_household(&new_household("m-zhang")).unwrap().id;
+    send(&a, &b);
+    let v = b.record_visit(&new_visit(&h, 1_000, "走访")).unwrap().id;
+    send(&b, &a);
+    let history = a.history(&h).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].by.member_id, "m-zhang");
+    assert_eq!(history[0].by.device_id, "a-device");
+    assert!(history[0].action.starts_with("create_household"));
+    assert_eq!(history[1].by.member_id, "m-li");
+    assert_eq!(history[1].action, format!("record_visit {v}"));
+    assert!(history[1].by.at_ms >= history[0].by.at_ms);
+}
+
+#[test]
+fn overdue_and_overview_count_from_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = replica(&dir, "a", "m-a");
+    let h1 = r.create_household(&new_household("m-a")).unwrap().id;
+    let mut other = new_household("m-a");
+    other.community_id = "c-夏北".into();
+    let h2 = r.create_household(&other).unwrap().id;
+    r.record_visit(&new_visit(&h1, 1_000, "走访")).unwrap();
+    let late = r.raise_issue(&new_issue(&h1)).unwrap().id; // due 2026-12-01
+    let mut later = new_issue(&h2);
+    later.due_on = Some("2027-03-01".into());
+    r.raise_issue(&later).unwrap();
+    let done = r.raise_issue(&new_issue(&h2)).unwrap().id;
+    r.transition_issue(&done, &IssueStatus::Resolved, "已解决").unwrap();
+
+    let overdue = r.overdue_issues("2026-12-10").unwrap();
+    assert_eq!(overdue.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec![late.as_str()]);
+    assert_eq!(r.open_issues().unwrap().len(), 2);
+    assert!(r.overdue_issues("12/10/2026").is_err());
+
+    let overview = r.overview("2026-12-10").unwrap();
+    let pingxi = overview.iter().find(|o| o.community_id == "c-平西").unwrap();
+    assert_eq!((pingxi.households, pingxi.visited_households, pingxi.visits), (1, 1, 1));
+    assert_eq!((pingxi.open_issues, pingxi.overdue_issues), (1, 1));
+    let xiabei = overview.iter().find(|o| o.community_id == "c-夏北").unwrap();
+    assert_eq!((xiabei.households, xiabei.visited_households, xiabei.open_issues, xiabei.overdue_issues), (1, 0, 1, 0));
+    assert_eq!(xiabei.issues_by_status, vec![(IssueStatus::Open, 1), (IssueStatus::Resolved, 1)]);
+}
