@@ -18,6 +18,13 @@ pub enum Error {
     /// The stored document of one household cannot be read; other households are fine.
     #[error("住户 {household_id} 的数据已损坏，无法读取 / household {household_id} is corrupt and cannot be read: {reason}")]
     CorruptHousehold { household_id: String, reason: String },
+    /// The sync server could not be reached (offline, timeout, connection cut).
+    /// Nothing was lost: the next sync picks up where this one stopped.
+    #[error("无法连接同步服务器，数据已保存在本机，稍后会自动重试 / cannot reach the sync server, your data is kept on this phone: {reason}")]
+    Network { reason: String },
+    /// The sync server refused the request or answered with an error.
+    #[error("同步服务器拒绝了请求（{status}）/ the sync server refused the request ({status}): {message}")]
+    Server { status: u16, message: String },
     /// The replica file could not be read or written.
     #[error("本机存储出错 / storage error: {reason}")]
     Storage { reason: String },

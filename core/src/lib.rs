@@ -7,6 +7,7 @@
 //! - [`replica`]: the API apps call; every write durable before it returns.
 //! - [`exchange`]: what replicas and the sync server exchange.
 //! - [`listener`]: change notifications with cancel-on-drop subscriptions.
+//! - [`sync`]: syncing with the Doorstep server: protocol, outbox, HTTP client.
 //! - [`error`]: the narrow public error type.
 
 pub mod document;
@@ -16,6 +17,7 @@ pub mod listener;
 pub mod model;
 pub mod replica;
 pub mod store;
+pub mod sync;
 
 pub use document::{Author, HouseholdDocument};
 pub use error::{Error, Result};
@@ -23,3 +25,5 @@ pub use exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 pub use listener::{ChangeEvent, ChangeListener, ChangeOrigin, Subscription};
 pub use model::*;
 pub use replica::Replica;
+pub use sync::client::{sync, SyncOptions, SyncReport};
+pub use sync::PendingChange;

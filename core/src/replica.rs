@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 use crate::listener::{ChangeEvent, ChangeListener, ChangeOrigin, Listeners, Subscription};
 use crate::model::*;
-use crate::store::{IssueFilter, RecordTable, Store};
+use crate::store::{IssueFilter, RecordTable, Store, StoreTx};
 
 /// How many household documents stay loaded in memory.
 const CACHE_CAPACITY: usize = 512;
@@ -29,17 +29,22 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-struct Inner {
-    store: Store,
-    author: Author,
-    actor: ActorId,
-    cache: HashMap<String, HouseholdDocument>,
+/// Changes as outbox rows: (hex hash, encoded change).
+pub(crate) fn outbox_entries(changes: Vec<Change>) -> Vec<(String, Vec<u8>)> {
+    changes.into_iter().map(|c| (c.hash().to_string(), c.raw_bytes().to_vec())).collect()
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) author: Author,
+    pub(crate) actor: ActorId,
+    pub(crate) cache: HashMap<String, HouseholdDocument>,
 }
 
 impl Inner {
     /// Take a household's document out of the cache (or load it). Put it back with
     /// `keep` once the edit is durable; a failed edit simply drops it.
-    fn take(&mut self, household_id: &str) -> Result<HouseholdDocument> {
+    pub(crate) fn take(&mut self, household_id: &str) -> Result<HouseholdDocument> {
         if let Some(doc) = self.cache.remove(household_id) {
             return Ok(doc);
         }
@@ -47,7 +52,7 @@ impl Inner {
         HouseholdDocument::load(household_id, &bytes, &self.actor)
     }
 
-    fn keep(&mut self, doc: HouseholdDocument) {
+    pub(crate) fn keep(&mut self, doc: HouseholdDocument) {
         if self.cache.len() >= CACHE_CAPACITY {
             if let Some(victim) = self.cache.keys().next().cloned() {
                 self.cache.remove(&victim);
@@ -75,7 +80,7 @@ impl Inner {
 /// A member's offline replica of their households, in one SQLite file.
 pub struct Replica {
     inner: Mutex<Inner>,
-    listeners: Arc<Listeners>,
+    pub(crate) listeners: Arc<Listeners>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -155,7 +160,7 @@ impl Replica {
         tx.commit()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -194,8 +199,10 @@ impl Replica {
             }
             let increment = doc.save_after(&before);
             let view = doc.view(&scope(&out))?;
+            let outgoing = outbox_entries(doc.changes_since(&before));
             let tx = inner.store.transaction()?;
             tx.save_document(&mut doc, &increment, &view)?;
+            tx.add_to_outbox(household_id, &outgoing)?;
             tx.commit()?;
             inner.keep(doc);
             out
@@ -215,8 +222,10 @@ impl Replica {
             let mut doc = HouseholdDocument::create(&inner.actor, &author, now_ms(), new)?;
             let bytes = doc.save();
             let view = doc.view(&Scope::Everything)?;
+            let outgoing = outbox_entries(doc.changes_since(&[]));
             let tx = inner.store.transaction()?;
             tx.save_document(&mut doc, &bytes, &view)?;
+            tx.add_to_outbox(doc.id(), &outgoing)?;
             tx.commit()?;
             let household = doc.household()?;
             inner.keep(doc);
@@ -475,15 +484,9 @@ impl Replica {
                 }
             }
         }
-        let report = {
-            let mut inner = self.lock();
-            let result = Self::apply_imports(&mut inner, decoded);
-            if result.is_err() {
-                // Documents in memory may hold changes that were not committed.
-                inner.cache.clear();
-            }
-            result?
-        };
+        // Documents are taken out of the cache while they change; a failed import drops
+        // them, so memory never holds changes that were not committed.
+        let report = Self::apply_imports(&mut self.lock(), decoded)?;
         self.listeners
             .notify(ChangeEvent { household_ids: report.households_changed.clone(), origin: ChangeOrigin::Remote });
         Ok(report)
@@ -491,36 +494,11 @@ impl Replica {
 
     fn apply_imports(inner: &mut Inner, decoded: Vec<(String, Vec<Change>)>) -> Result<ImportReport> {
         let mut report = ImportReport::default();
-        let mut touched = Vec::new();
-        for (household_id, mut changes) in decoded {
-            let mut doc = match inner.take(&household_id) {
-                Ok(doc) => doc,
-                Err(Error::NotFound { .. }) => HouseholdDocument::empty(&household_id, &inner.actor),
-                Err(e) => return Err(e),
-            };
-            changes.extend(inner.store.pending_changes(&household_id)?.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
-            let before = doc.heads();
-            let applied = doc.apply(changes)?;
-            report.changes_applied += applied.applied as u32;
-            report.changes_waiting += applied.waiting.len() as u32;
-            let waiting: Vec<(String, Vec<u8>)> =
-                applied.waiting.iter().map(|c| (c.hash().to_string(), c.raw_bytes().to_vec())).collect();
-            let increment = doc.save_after(&before);
-            let view = if increment.is_empty() { View::default() } else { doc.view(&Scope::Everything)? };
-            touched.push((doc, increment, waiting, view));
-        }
+        let mut prepared = prepare_imports(inner, decoded, &mut report)?;
         let tx = inner.store.transaction()?;
-        for (doc, increment, waiting, view) in &mut touched {
-            tx.set_pending_changes(doc.id(), waiting)?;
-            if !increment.is_empty() {
-                tx.save_document(doc, increment, view)?;
-                report.households_changed.push(doc.id().to_string());
-            }
-        }
+        write_imports(&tx, &mut prepared, &mut report)?;
         tx.commit()?;
-        for (doc, ..) in touched {
-            inner.keep(doc);
-        }
+        keep_imports(inner, prepared);
         Ok(report)
     }
 
@@ -530,5 +508,58 @@ impl Replica {
     /// subscription is dropped or cancelled.
     pub fn subscribe(&self, listener: Arc<dyn ChangeListener>) -> Subscription {
         self.listeners.add(listener)
+    }
+}
+
+/// A household's document with imported changes applied in memory, not yet stored.
+pub(crate) struct PreparedImport {
+    doc: HouseholdDocument,
+    increment: Vec<u8>,
+    waiting: Vec<(String, Vec<u8>)>,
+    view: View,
+}
+
+/// Apply decoded changes to the documents in memory (with the changes that were
+/// waiting for them). Nothing is stored until `write_imports`.
+pub(crate) fn prepare_imports(
+    inner: &mut Inner,
+    decoded: Vec<(String, Vec<Change>)>,
+    report: &mut ImportReport,
+) -> Result<Vec<PreparedImport>> {
+    let mut prepared = Vec::new();
+    for (household_id, mut changes) in decoded {
+        let mut doc = match inner.take(&household_id) {
+            Ok(doc) => doc,
+            Err(Error::NotFound { .. }) => HouseholdDocument::empty(&household_id, &inner.actor),
+            Err(e) => return Err(e),
+        };
+        changes.extend(inner.store.pending_changes(&household_id)?.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
+        let before = doc.heads();
+        let applied = doc.apply(changes)?;
+        report.changes_applied += applied.applied as u32;
+        report.changes_waiting += applied.waiting.len() as u32;
+        let waiting = outbox_entries(applied.waiting);
+        let increment = doc.save_after(&before);
+        let view = if increment.is_empty() { View::default() } else { doc.view(&Scope::Everything)? };
+        prepared.push(PreparedImport { doc, increment, waiting, view });
+    }
+    Ok(prepared)
+}
+
+pub(crate) fn write_imports(tx: &StoreTx<'_>, prepared: &mut [PreparedImport], report: &mut ImportReport) -> Result<()> {
+    for p in prepared {
+        tx.set_pending_changes(p.doc.id(), &p.waiting)?;
+        if !p.increment.is_empty() {
+            tx.save_document(&mut p.doc, &p.increment, &p.view)?;
+            report.households_changed.push(p.doc.id().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// After the transaction committed: keep the documents loaded.
+pub(crate) fn keep_imports(inner: &mut Inner, prepared: Vec<PreparedImport>) {
+    for p in prepared {
+        inner.keep(p.doc);
     }
 }

@@ -79,7 +79,18 @@ CREATE INDEX households_community ON households (community_id);
 INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuild_projections', '1');
 ";
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+/// Version 3: the outbox of local changes the sync server has not acknowledged.
+const V3: &str = "
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    household_id TEXT NOT NULL,
+    data BLOB NOT NULL,
+    quarantine_reason TEXT
+);
+";
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 pub fn current_version() -> i64 {
     MIGRATIONS.len() as i64

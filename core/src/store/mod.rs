@@ -98,6 +98,33 @@ impl Store {
         Ok(rows)
     }
 
+    /// Local changes not yet acknowledged by the server and not quarantined, oldest
+    /// first, up to about `max_bytes` (at least one).
+    pub fn outbox_batch(&self, max_bytes: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT household_id, data FROM outbox WHERE quarantine_reason IS NULL ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        let mut total = 0;
+        while let Some(row) = rows.next()? {
+            let data: Vec<u8> = row.get(1)?;
+            if !out.is_empty() && total + data.len() > max_bytes {
+                break;
+            }
+            total += data.len();
+            out.push((row.get(0)?, data));
+        }
+        Ok(out)
+    }
+
+    /// Every unacknowledged local change: (hash, household, quarantine reason).
+    pub fn outbox_entries(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT hash, household_id, quarantine_reason FROM outbox ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     pub fn transaction(&mut self) -> Result<StoreTx<'_>> {
         Ok(StoreTx { tx: self.conn.transaction()? })
     }
@@ -165,6 +192,60 @@ impl StoreTx<'_> {
 
     pub fn clear_meta(&self, key: &str) -> Result<()> {
         self.tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, value])?;
+        Ok(())
+    }
+
+    /// Keep local changes until the sync server acknowledges them.
+    pub fn add_to_outbox(&self, household_id: &str, changes: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut insert = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO outbox (hash, household_id, data) VALUES (?1, ?2, ?3)")?;
+        for (hash, data) in changes {
+            insert.execute(params![hash, household_id, data])?;
+        }
+        Ok(())
+    }
+
+    /// The household an outbox change belongs to.
+    pub fn outbox_household(&self, hash: &str) -> Result<Option<String>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT household_id FROM outbox WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The server merged this change: forget it.
+    pub fn acknowledge(&self, hash: &str) -> Result<()> {
+        self.tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?.execute([hash])?;
+        Ok(())
+    }
+
+    /// The server quarantined this change: keep it, with the reason, and stop resending it.
+    pub fn quarantine(&self, hash: &str, reason: &str) -> Result<()> {
+        self.tx.prepare_cached("UPDATE outbox SET quarantine_reason = ?2 WHERE hash = ?1")?.execute([hash, reason])?;
+        Ok(())
+    }
+
+    /// Remove a household's document and projection rows (it left this device's scope).
+    pub fn remove_household(&self, household_id: &str) -> Result<()> {
+        for (table, key) in [
+            ("doc_chunks", "household_id"),
+            ("doc_heads", "household_id"),
+            ("pending_changes", "household_id"),
+            ("households", "id"),
+            ("household_members", "household_id"),
+            ("visits", "household_id"),
+            ("issues", "household_id"),
+            ("conflicts", "household_id"),
+        ] {
+            self.tx.prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))?.execute([household_id])?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,227 @@
+//! Syncing a replica with the Doorstep server.
+//!
+//! - [`protocol`]: the wire messages, shared with the server.
+//! - The replica side (sans-I/O): `Replica::sync_request` builds a request from the
+//!   outbox and the stored position; `Replica::apply_sync_response` applies a response in
+//!   one SQLite transaction (changes, whole documents, acknowledgements, removals, new
+//!   position). A response that is lost changes nothing; the next request repeats.
+//! - [`client`]: the HTTP loop (reqwest) that pages until the server has nothing more.
+
+pub mod client;
+pub mod protocol;
+
+use std::collections::BTreeSet;
+
+use automerge::{Change, ChangeHash};
+
+use crate::document::HouseholdDocument;
+use crate::error::{Error, Result};
+use crate::exchange::ImportReport;
+use crate::listener::{ChangeEvent, ChangeOrigin};
+use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, Replica};
+use protocol::*;
+
+const POSITION_KEY: &str = "sync_position";
+const RECONCILE_KEY: &str = "sync_reconcile";
+const REBUILD_KEY: &str = "sync_rebuild";
+
+/// Pushed changes per request, at most (bytes, before compression).
+const MAX_PUSH_BYTES: usize = 2 * 1024 * 1024;
+
+/// A local change the server has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub change_hash: String,
+    pub household_id: String,
+    /// Set when the server quarantined the change: why (the phone keeps it).
+    pub quarantine_reason: Option<String>,
+}
+
+/// What one response did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStep {
+    pub accepted: u32,
+    pub quarantined: u32,
+    pub discarded: u32,
+    pub households_changed: Vec<String>,
+    pub households_removed: Vec<String>,
+    /// Sync again: more pages, a reconciliation, or more local changes to push.
+    pub again: bool,
+}
+
+fn hex_hash(hash: &[u8; 32]) -> String {
+    ChangeHash(*hash).to_string()
+}
+
+fn parse_heads(heads: &[[u8; 32]]) -> Vec<ChangeHash> {
+    heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+impl Replica {
+    /// Local changes not yet acknowledged by the server, with quarantine reasons.
+    pub fn pending_changes(&self) -> Result<Vec<PendingChange>> {
+        Ok(self
+            .lock()
+            .store
+            .outbox_entries()?
+            .into_iter()
+            .map(|(change_hash, household_id, quarantine_reason)| PendingChange {
+                change_hash,
+                household_id,
+                quarantine_reason,
+            })
+            .collect())
+    }
+
+    /// The next request to send: the outbox (oldest first, bounded), the position, and a
+    /// reconciliation or rebuilds when they are due.
+    pub fn sync_request(&self, max_response_bytes: u32) -> Result<SyncRequest> {
+        let inner = self.lock();
+        let position = match inner.store.meta(POSITION_KEY)? {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| Error::Storage { reason: e.to_string() })?),
+            None => None,
+        };
+        let reconcile = if inner.store.meta(RECONCILE_KEY)?.is_some() {
+            let heads = inner
+                .store
+                .all_heads()?
+                .into_iter()
+                .map(|(household_id, heads)| Heads {
+                    household_id,
+                    heads: heads.iter().filter_map(|h| h.parse::<ChangeHash>().ok()).map(|h| h.0).collect(),
+                })
+                .collect();
+            Some(heads)
+        } else {
+            None
+        };
+        let rebuild = match inner.store.meta(REBUILD_KEY)? {
+            Some(json) => serde_json::from_str(&json).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let changes = inner
+            .store
+            .outbox_batch(MAX_PUSH_BYTES)?
+            .into_iter()
+            .map(|(household_id, bytes)| PushedChange { household_id, bytes })
+            .collect();
+        Ok(SyncRequest {
+            version: PROTOCOL_VERSION,
+            position,
+            changes,
+            reconcile,
+            rebuild,
+            max_response_bytes,
+        })
+    }
+
+    /// Apply a server response in one transaction. Nothing is kept from a response whose
+    /// data does not decode.
+    pub fn apply_sync_response(&self, response: SyncResponse) -> Result<SyncStep> {
+        let mut step = SyncStep::default();
+        let mut decoded: Vec<(String, Vec<Change>)> = Vec::new();
+        for data in &response.data {
+            let bad = |e: String| Error::Server {
+                status: 200,
+                message: format!("household {} in the response cannot be decoded: {e}", data.household_id),
+            };
+            let mut changes = Vec::new();
+            for chunk in &data.chunks {
+                if data.whole {
+                    let mut doc = HouseholdDocument::load(&data.household_id, chunk, &automerge::ActorId::random())
+                        .map_err(|e| bad(e.to_string()))?;
+                    changes.extend(doc.changes_since(&[]));
+                } else {
+                    changes.push(Change::from_bytes(chunk.to_vec()).map_err(|e| bad(e.to_string()))?);
+                }
+            }
+            decoded.push((data.household_id.clone(), changes));
+        }
+
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut rebuild: BTreeSet<String> = match inner.store.meta(REBUILD_KEY)? {
+            Some(json) => serde_json::from_str(&json).unwrap_or_default(),
+            None => BTreeSet::new(),
+        };
+        // Whole documents answer earlier rebuild requests.
+        for data in response.data.iter().filter(|d| d.whole) {
+            rebuild.remove(&data.household_id);
+        }
+        let mut report = ImportReport::default();
+        let mut prepared = prepare_imports(inner, decoded, &mut report)?;
+
+        // Changes the server lacks (found by a reconciliation) go to the outbox.
+        let mut to_push: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        for heads in &response.server_heads {
+            let theirs = parse_heads(&heads.heads);
+            let mut doc = match inner.take(&heads.household_id) {
+                Ok(doc) => doc,
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let missing = outbox_entries(doc.changes_since(&theirs));
+            inner.keep(doc);
+            if !missing.is_empty() {
+                to_push.push((heads.household_id.clone(), missing));
+            }
+        }
+
+        let tx = inner.store.transaction()?;
+        write_imports(&tx, &mut prepared, &mut report)?;
+        for ack in &response.acks {
+            let hash = hex_hash(&ack.hash);
+            match &ack.outcome {
+                Outcome::Accepted => {
+                    tx.acknowledge(&hash)?;
+                    step.accepted += 1;
+                }
+                Outcome::Quarantined { reason } => {
+                    tx.quarantine(&hash, reason)?;
+                    step.quarantined += 1;
+                }
+                Outcome::Discarded { .. } => {
+                    // The household is rebuilt from the server's copy.
+                    if let Some(household_id) = tx.outbox_household(&hash)? {
+                        tx.remove_household(&household_id)?;
+                        rebuild.insert(household_id);
+                    }
+                    tx.acknowledge(&hash)?;
+                    step.discarded += 1;
+                }
+            }
+        }
+        for household_id in &response.removed {
+            tx.remove_household(household_id)?;
+            step.households_removed.push(household_id.clone());
+        }
+        for (household_id, missing) in &to_push {
+            tx.add_to_outbox(household_id, missing)?;
+        }
+        tx.set_meta(POSITION_KEY, &serde_json::to_string(&response.position).expect("a position serialises"))?;
+        if response.reconcile_needed {
+            tx.set_meta(RECONCILE_KEY, "1")?;
+        } else {
+            tx.clear_meta(RECONCILE_KEY)?;
+        }
+        tx.set_meta(REBUILD_KEY, &serde_json::to_string(&rebuild).expect("ids serialise"))?;
+        tx.commit()?;
+        let removed: BTreeSet<&String> = response.removed.iter().chain(rebuild.iter()).collect();
+        keep_imports(inner, prepared);
+        for id in &removed {
+            inner.cache.remove(id.as_str());
+        }
+        drop(guard);
+
+        step.households_changed = report.households_changed.clone();
+        let progress = step.accepted + step.quarantined + step.discarded > 0;
+        step.again = response.more
+            || response.reconcile_needed
+            || !to_push.is_empty()
+            || (progress && (!rebuild.is_empty() || !self.lock().store.outbox_batch(1)?.is_empty()));
+        let mut changed: Vec<String> = report.households_changed;
+        changed.extend(step.households_removed.iter().cloned());
+        self.listeners.notify(ChangeEvent { household_ids: changed, origin: ChangeOrigin::Remote });
+        Ok(step)
+    }
+}
