@@ -1,1 +1,147 @@
-fn main(){}
+//! `doorstep-server`: run the sync server, or administer its store from the command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use doorstep_server::config::{Config, Limits};
+use doorstep_server::engine::Engine;
+use doorstep_server::org::{Branch, Community, Member, Role};
+use doorstep_server::store::sqlite::SqliteStore;
+use doorstep_server::store::QuarantineStatus;
+use doorstep_server::{admin, serve};
+
+#[derive(Parser)]
+#[command(name = "doorstep-server", version, about = "Doorstep sync server / 户联系同步服务器")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "DOORSTEP_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the SQLite store lives.
+        #[arg(long, env = "DOORSTEP_DATA_DIR", default_value = "doorstep-data")]
+        data_dir: PathBuf,
+        /// A TOML file with a `[limits]` table.
+        #[arg(long, env = "DOORSTEP_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seed a small demo district into an empty store.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Administer the store directly (run with the server stopped, or use the JSON API).
+    Admin {
+        #[arg(long, env = "DOORSTEP_DATA_DIR", default_value = "doorstep-data")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create an admin and print their token.
+    CreateAdmin { id: String, name: String },
+    AddBranch { id: String, name: String },
+    AddCommunity { id: String, name: String },
+    /// Add a member (role member, coordinator or admin).
+    AddMember {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[arg(long)]
+        branch: Option<String>,
+        /// For coordinators: branches they look after (repeatable).
+        #[arg(long = "scope-branch")]
+        scope_branches: Vec<String>,
+        /// For coordinators: communities they look after (repeatable).
+        #[arg(long = "scope-community")]
+        scope_communities: Vec<String>,
+    },
+    /// Import households from a CSV file (columns: see `admin::CSV_COLUMNS`).
+    ImportHouseholds { file: PathBuf, #[arg(long, default_value = "admin")] by: String },
+    /// Assign a household to a member (or release with --release).
+    Assign {
+        household: String,
+        member: String,
+        #[arg(long)]
+        release: bool,
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    /// Register a phone for a member; prints its one-time enrolment code.
+    EnrolDevice { member: String, #[arg(long, default_value = "")] label: String },
+    /// Revoke a device (a lost phone).
+    RevokeDevice { device: String },
+    /// List quarantined changes.
+    Quarantine,
+    Release { hash: String, #[arg(long, default_value = "admin")] by: String },
+    Discard { hash: String, #[arg(long, default_value = "admin")] by: String },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .json()
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("错误 / error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { listen, data_dir, config, demo } => {
+            let limits = match config {
+                Some(path) => Limits::from_file(&path)?,
+                None => Limits::default(),
+            };
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(serve(Config { listen, data_dir, limits, demo }))
+        }
+        Command::Admin { data_dir, action } => {
+            let mut engine = Engine::new(SqliteStore::open(&data_dir).map_err(|e| e.to_string())?);
+            admin_action(&mut engine, action).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorstep_server::error::Result<()> {
+    let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json prints"));
+    match action {
+        AdminAction::CreateAdmin { id, name } => print(serde_json::to_value(admin::create_admin(engine, &id, &name)?).expect("json")),
+        AdminAction::AddBranch { id, name } => admin::add_branch(engine, &Branch { id, name })?,
+        AdminAction::AddCommunity { id, name } => admin::add_community(engine, &Community { id, name })?,
+        AdminAction::AddMember { id, name, role, branch, scope_branches, scope_communities } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                doorstep_server::error::ServerError::BadRequest(format!("role must be member, coordinator or admin, not {role:?}"))
+            })?;
+            admin::add_member(engine, &Member { id, name, role, branch_id: branch, scope_branches, scope_communities })?
+        }
+        AdminAction::ImportHouseholds { file, by } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| doorstep_server::error::ServerError::BadRequest(format!("{}: {e}", file.display())))?;
+            let ids = admin::import_households_csv(engine, &by, &text)?;
+            print(serde_json::json!({ "imported": ids.len(), "ids": ids }))
+        }
+        AdminAction::Assign { household, member, release, by } => admin::assign(engine, &by, &household, &member, !release)?,
+        AdminAction::EnrolDevice { member, label } => {
+            print(serde_json::to_value(admin::enrol_device(engine, &member, &label)?).expect("json"))
+        }
+        AdminAction::RevokeDevice { device } => admin::revoke_device(engine, &device)?,
+        AdminAction::Quarantine => print(serde_json::to_value(admin::quarantined(engine, Some(QuarantineStatus::Held))?).expect("json")),
+        AdminAction::Release { hash, by } => engine.release(&by, &hash)?,
+        AdminAction::Discard { hash, by } => engine.discard(&by, &hash)?,
+    }
+    Ok(())
+}

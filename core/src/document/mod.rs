@@ -13,8 +13,10 @@ mod convert;
 pub(crate) mod status;
 pub(crate) mod stored;
 mod view;
+mod written;
 
 pub use view::{Scope, View};
+pub use written::WrittenPath;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -60,7 +62,7 @@ fn corrupt(id: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// A calendar date typed by a person: `YYYY-MM-DD`.
-pub(crate) fn check_date(field: &str, value: &str) -> Result<()> {
+pub fn check_date(field: &str, value: &str) -> Result<()> {
     chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|_| ()).map_err(|_| {
         Error::invalid(
             format!("{field} 应为 年-月-日 格式的日期，收到“{value}”"),
@@ -101,6 +103,7 @@ pub struct Applied {
 }
 
 /// A household's Automerge document, with typed reads and edits.
+#[derive(Clone)]
 pub struct HouseholdDocument {
     id: String,
     doc: AutoCommit,

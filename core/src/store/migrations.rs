@@ -90,7 +90,15 @@ CREATE TABLE outbox (
 );
 ";
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Version 4: who recorded each visit and who took part, for "visits per member".
+const V4: &str = "
+ALTER TABLE visits ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE visits ADD COLUMN visitors TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX visits_started ON visits (started_at);
+INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuild_projections', '1');
+";
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 pub fn current_version() -> i64 {
     MIGRATIONS.len() as i64

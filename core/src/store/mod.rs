@@ -249,6 +249,12 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// The open transaction, for a host (the sync server) that keeps tables of its own
+    /// in the same file and commits them atomically with the documents.
+    pub fn connection(&self) -> &Connection {
+        &self.tx
+    }
+
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;
         Ok(())

@@ -45,8 +45,8 @@ pub(super) fn write(conn: &Connection, household_id: &str, view: &View) -> Resul
     }
     let mut delete_visit = conn.prepare_cached("DELETE FROM visits WHERE id = ?1")?;
     let mut visit = conn.prepare_cached(
-        "INSERT INTO visits (id, household_id, started_at, ended_at, mode, follow_up_on, deleted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO visits (id, household_id, started_at, ended_at, mode, follow_up_on, deleted, recorded_by, visitors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for (visit_id, v) in &view.visits {
         delete_visit.execute([visit_id])?;
@@ -58,7 +58,9 @@ pub(super) fn write(conn: &Connection, household_id: &str, view: &View) -> Resul
                 v.ended_at_ms,
                 v.mode.as_str(),
                 v.follow_up_on,
-                v.deleted.is_some()
+                v.deleted.is_some(),
+                v.recorded.member_id,
+                serde_json::to_string(&v.visitors).expect("ids serialise")
             ])?;
         }
     }

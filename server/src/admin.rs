@@ -1,0 +1,248 @@
+//! Admin actions, shared by the CLI subcommands and the JSON API: the organisation,
+//! households (one by one or from a CSV file), assignments, devices, quarantine.
+
+use doorstep_core::{HukouStatus, NewGuardian, NewHousehold, NewStudent};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{hash_secret, new_enrolment_code, new_token};
+use crate::engine::{now_ms, Engine};
+use crate::error::{Result, ServerError};
+use crate::org::{Branch, Community, Device, Member, Role};
+use crate::store::{QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
+
+/// How long an enrolment code stays valid.
+pub const ENROLMENT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+fn require(field: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(ServerError::BadRequest(format!("{field} 不能为空 / {field} must not be empty")));
+    }
+    Ok(())
+}
+
+pub fn add_branch<S: ServerStore>(engine: &mut Engine<S>, branch: &Branch) -> Result<()> {
+    require("id", &branch.id)?;
+    require("name", &branch.name)?;
+    engine.write(|tx, _| tx.put_branch(branch))
+}
+
+pub fn add_community<S: ServerStore>(engine: &mut Engine<S>, community: &Community) -> Result<()> {
+    require("id", &community.id)?;
+    require("name", &community.name)?;
+    engine.write(|tx, _| tx.put_community(community))
+}
+
+pub fn add_member<S: ServerStore>(engine: &mut Engine<S>, member: &Member) -> Result<()> {
+    require("id", &member.id)?;
+    require("name", &member.name)?;
+    engine.write(|tx, _| {
+        let branches: Vec<String> = tx.branches()?.into_iter().map(|b| b.id).collect();
+        let communities: Vec<String> = tx.communities()?.into_iter().map(|c| c.id).collect();
+        for b in member.branch_id.iter().chain(&member.scope_branches) {
+            if !branches.contains(b) {
+                return Err(ServerError::BadRequest(format!("未知的支部 / unknown branch {b}")));
+            }
+        }
+        for c in &member.scope_communities {
+            if !communities.contains(c) {
+                return Err(ServerError::BadRequest(format!("未知的社区 / unknown community {c}")));
+            }
+        }
+        tx.put_member(member)
+    })
+}
+
+fn check_household_refs(tx: &impl WriteTx, new: &NewHousehold) -> Result<()> {
+    if !tx.branches()?.iter().any(|b| b.id == new.branch_id) {
+        return Err(ServerError::BadRequest(format!("未知的支部 / unknown branch {:?}", new.branch_id)));
+    }
+    if !tx.communities()?.iter().any(|c| c.id == new.community_id) {
+        return Err(ServerError::BadRequest(format!("未知的社区 / unknown community {:?}", new.community_id)));
+    }
+    for m in &new.assigned_members {
+        if tx.member(m)?.is_none() {
+            return Err(ServerError::BadRequest(format!("未知的党员 / unknown member {m:?}")));
+        }
+    }
+    Ok(())
+}
+
+pub fn create_household<S: ServerStore>(engine: &mut Engine<S>, by: &str, new: &NewHousehold) -> Result<String> {
+    engine.write(|tx, docs| {
+        check_household_refs(tx, new)?;
+        Ok(docs.create(tx, by, new)?.id)
+    })
+}
+
+/// One row of a household spreadsheet.
+#[derive(Debug, Deserialize)]
+struct CsvRow {
+    family_name: String,
+    #[serde(default)]
+    address: String,
+    community_id: String,
+    branch_id: String,
+    #[serde(default)]
+    guardian_name: String,
+    #[serde(default)]
+    guardian_relation: String,
+    #[serde(default)]
+    guardian_phone: String,
+    #[serde(default)]
+    student_name: String,
+    #[serde(default)]
+    school: String,
+    #[serde(default)]
+    grade: String,
+    #[serde(default)]
+    hukou_status: String,
+    /// Member ids separated by `;`.
+    #[serde(default)]
+    assigned_members: String,
+}
+
+/// The CSV columns, in the order of the template.
+pub const CSV_COLUMNS: &str = "family_name,address,community_id,branch_id,guardian_name,guardian_relation,guardian_phone,student_name,school,grade,hukou_status,assigned_members";
+
+/// Import households from CSV (UTF-8, with a header row). Every bad row is reported with
+/// its line number, and then nothing is imported.
+pub fn import_households_csv<S: ServerStore>(engine: &mut Engine<S>, by: &str, csv_text: &str) -> Result<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text.as_bytes());
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (i, record) in reader.deserialize::<CsvRow>().enumerate() {
+        let line = i + 2;
+        match record {
+            Ok(row) => rows.push((line, row)),
+            Err(e) => errors.push(format!("第 {line} 行 / line {line}: {e}")),
+        }
+    }
+    let households: Vec<(usize, NewHousehold)> = rows
+        .into_iter()
+        .map(|(line, r)| {
+            let hukou = if r.hukou_status.is_empty() { HukouStatus::Unknown } else { HukouStatus::from(r.hukou_status.as_str()) };
+            (
+                line,
+                NewHousehold {
+                    family_name: r.family_name,
+                    address: r.address,
+                    community_id: r.community_id,
+                    branch_id: r.branch_id,
+                    guardians: if r.guardian_name.is_empty() {
+                        vec![]
+                    } else {
+                        vec![NewGuardian { name: r.guardian_name, relation: r.guardian_relation, phone: r.guardian_phone }]
+                    },
+                    students: if r.student_name.is_empty() {
+                        vec![]
+                    } else {
+                        vec![NewStudent { name: r.student_name, school: r.school, grade: r.grade, hukou_status: hukou }]
+                    },
+                    assigned_members: r
+                        .assigned_members
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    notes: String::new(),
+                },
+            )
+        })
+        .collect();
+    engine.write(|tx, docs| {
+        let mut ids = Vec::new();
+        for (line, new) in &households {
+            let created = check_household_refs(tx, new).and_then(|_| Ok(docs.create(tx, by, new)?.id));
+            match created {
+                Ok(id) => ids.push(id),
+                Err(e) => errors.push(format!("第 {line} 行 / line {line}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            // Returning an error rolls the whole transaction back: nothing is half-imported.
+            return Err(ServerError::BadRequest(format!(
+                "导入失败，未导入任何住户 / nothing was imported:\n{}",
+                errors.join("\n")
+            )));
+        }
+        Ok(ids)
+    })
+}
+
+pub fn assign<S: ServerStore>(engine: &mut Engine<S>, by: &str, household_id: &str, member_id: &str, assigned: bool) -> Result<()> {
+    engine.write(|tx, _| {
+        tx.member(member_id)?.ok_or_else(|| ServerError::BadRequest(format!("未知的党员 / unknown member {member_id}")))?;
+        Ok(())
+    })?;
+    engine.set_assignment(by, household_id, member_id, assigned)
+}
+
+/// A device registered for a member, with the one-time code the phone exchanges for a token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub device_id: String,
+    pub enrolment_code: String,
+    pub expires_at_ms: i64,
+}
+
+pub fn enrol_device<S: ServerStore>(engine: &mut Engine<S>, member_id: &str, label: &str) -> Result<Enrolment> {
+    let code = new_enrolment_code();
+    let device = Device {
+        id: uuid::Uuid::now_v7().to_string(),
+        member_id: member_id.to_string(),
+        label: label.to_string(),
+        enrolled: false,
+        revoked: false,
+    };
+    let expires_at_ms = now_ms() + ENROLMENT_TTL_MS;
+    engine.write(|tx, _| {
+        tx.member(member_id)?.ok_or_else(|| ServerError::BadRequest(format!("未知的党员 / unknown member {member_id}")))?;
+        tx.add_device(&device, &hash_secret(&code), expires_at_ms)
+    })?;
+    Ok(Enrolment { device_id: device.id, enrolment_code: code, expires_at_ms })
+}
+
+/// A phone's token, given once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceToken {
+    pub device_id: String,
+    pub member_id: String,
+    pub token: String,
+}
+
+pub fn exchange_code<S: ServerStore>(engine: &mut Engine<S>, code: &str) -> Result<DeviceToken> {
+    let token = new_token();
+    let device = engine.write(|tx, _| tx.enrol_device(&hash_secret(code), &hash_secret(&token), now_ms()))?;
+    let device = device.ok_or_else(|| {
+        ServerError::BadRequest("注册码无效、已使用或已过期 / the enrolment code is wrong, used or expired".into())
+    })?;
+    Ok(DeviceToken { device_id: device.id, member_id: device.member_id, token })
+}
+
+pub fn revoke_device<S: ServerStore>(engine: &mut Engine<S>, device_id: &str) -> Result<()> {
+    if engine.write(|tx, _| tx.revoke_device(device_id, now_ms()))? {
+        Ok(())
+    } else {
+        Err(ServerError::NotFound(format!("device {device_id} (or already revoked)")))
+    }
+}
+
+/// Create an admin and a token for them at once (first start, or from the CLI).
+pub fn create_admin<S: ServerStore>(engine: &mut Engine<S>, id: &str, name: &str) -> Result<DeviceToken> {
+    let admin = Member {
+        id: id.to_string(),
+        name: name.to_string(),
+        role: Role::Admin,
+        branch_id: None,
+        scope_branches: vec![],
+        scope_communities: vec![],
+    };
+    add_member(engine, &admin)?;
+    let enrolment = enrol_device(engine, id, "admin console")?;
+    exchange_code(engine, &enrolment.enrolment_code)
+}
+
+pub fn quarantined<S: ServerStore>(engine: &mut Engine<S>, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>> {
+    engine.write(|tx, _| tx.quarantined(status))
+}

@@ -1,0 +1,499 @@
+//! The engine: every write of the server, on one thread that owns the store.
+//!
+//! Sync requests arriving together are handled in one transaction (group commit), so
+//! one fsync serves many phones. A response is sent only after its transaction
+//! committed: an acknowledged change is durable. If a batch fails, each of its requests
+//! is retried alone, so one bad request cannot fail the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use automerge::{ActorId, Change, ChangeHash};
+use doorstep_core::document::{Author, HouseholdDocument, Scope};
+use doorstep_core::sync::protocol::*;
+
+use crate::error::{Result, ServerError};
+use crate::org::{Device, Member, Role};
+use crate::store::{QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
+use crate::validate::check_change;
+
+/// How many household documents stay in memory.
+const CACHE_CAPACITY: usize = 4096;
+
+/// Smallest and largest page a device may ask for.
+const PAGE_BYTES: (u32, u32) = (16 * 1024, 16 * 1024 * 1024);
+
+/// The author of changes the server makes on behalf of an admin or coordinator.
+pub fn author(member_id: &str) -> Author {
+    Author { member_id: member_id.to_string(), device_id: "server".to_string() }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A decoded sync request from an authenticated token.
+pub struct SyncJob {
+    pub token_hash: String,
+    pub request: SyncRequest,
+    /// The pushed changes, decoded (strictly) before the job was queued.
+    pub changes: Vec<(String, Change)>,
+}
+
+pub struct Engine<S: ServerStore> {
+    store: S,
+    actor: ActorId,
+    cache: HashMap<String, HouseholdDocument>,
+}
+
+/// Documents being changed by the current transaction: put back in the cache only if it
+/// commits.
+type WorkingSet = HashMap<String, HouseholdDocument>;
+
+impl<S: ServerStore> Engine<S> {
+    pub fn new(store: S) -> Engine<S> {
+        Engine { store, actor: ActorId::random(), cache: HashMap::new() }
+    }
+
+    fn keep(&mut self, working: WorkingSet) {
+        for (id, doc) in working {
+            if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(&id) {
+                if let Some(victim) = self.cache.keys().next().cloned() {
+                    self.cache.remove(&victim);
+                }
+            }
+            self.cache.insert(id, doc);
+        }
+    }
+
+    /// Run `f` in one transaction; documents it changed are cached only if it commits.
+    pub fn write<T>(&mut self, f: impl FnOnce(&S::Tx<'_>, &mut Documents<'_>) -> Result<T>) -> Result<T> {
+        let mut working = WorkingSet::new();
+        let out = {
+            let tx = self.store.begin()?;
+            let mut docs = Documents { cache: &mut self.cache, working: &mut working, actor: &self.actor };
+            let out = f(&tx, &mut docs)?;
+            tx.commit()?;
+            out
+        };
+        self.keep(working);
+        Ok(out)
+    }
+
+    /// Handle sync requests together in one transaction; on failure, one by one.
+    pub fn sync_batch(&mut self, jobs: Vec<SyncJob>) -> Vec<Result<SyncResponse>> {
+        let together = self.write(|tx, docs| {
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                let result = sync_one(tx, docs, job);
+                if let Err(e) = &result {
+                    if !matches!(e, ServerError::Unauthorized) {
+                        // Abandon the batch (its transaction rolls back); each request is
+                        // then retried alone.
+                        return Err(ServerError::Internal(e.to_string()));
+                    }
+                }
+                out.push(result);
+            }
+            Ok(out)
+        });
+        match together {
+            Ok(responses) => responses,
+            Err(_) if jobs.len() > 1 => jobs.iter().map(|job| self.write(|tx, docs| sync_one(tx, docs, job))).collect(),
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// Create a household document (admin action).
+    pub fn create_household(&mut self, by: &str, new: &doorstep_core::NewHousehold) -> Result<doorstep_core::Household> {
+        self.write(|tx, docs| docs.create(tx, by, new))
+    }
+
+    /// Assign or release a member (admin action): a change phones receive like any other.
+    pub fn set_assignment(&mut self, by: &str, household_id: &str, member_id: &str, assigned: bool) -> Result<()> {
+        self.edit(&author(by), household_id, |doc, a, now| doc.set_member_assigned(a, now, member_id, assigned))
+    }
+
+    /// Edit a household on the server as `author` (admin actions, demo data); the change
+    /// is logged and reaches phones like any other.
+    pub fn edit(
+        &mut self,
+        author: &Author,
+        household_id: &str,
+        f: impl FnOnce(&mut HouseholdDocument, &Author, i64) -> doorstep_core::Result<()>,
+    ) -> Result<()> {
+        self.write(|tx, docs| docs.edit(tx, household_id, |doc, now| f(doc, author, now)))
+    }
+
+    /// Release a quarantined change: merge it without the check, then retry the changes
+    /// held because they depended on it.
+    pub fn release(&mut self, by: &str, hash: &str) -> Result<()> {
+        self.write(|tx, docs| {
+            let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("quarantined change {hash}")))?;
+            if q.status != QuarantineStatus::Held {
+                return Err(ServerError::BadRequest(format!("change {hash} was already {}", q.status.as_str())));
+            }
+            let change = Change::from_bytes(q.bytes.clone()).map_err(|e| ServerError::Internal(e.to_string()))?;
+            docs.merge(tx, &q.household_id, &change, Some(&q.device_id), Scope::Everything)?;
+            tx.set_quarantine_status(hash, QuarantineStatus::Released, by, now_ms())?;
+            // Dependents that were held only for this change are merged too.
+            for dependent in tx.quarantined(Some(QuarantineStatus::Held))? {
+                let Ok(c) = Change::from_bytes(dependent.bytes.clone()) else { continue };
+                if dependent.reason.contains(hash) && c.deps().iter().all(|d| tx.has_change(&d.to_string()).unwrap_or(false)) {
+                    docs.merge(tx, &dependent.household_id, &c, Some(&dependent.device_id), Scope::Everything)?;
+                    tx.set_quarantine_status(&dependent.hash, QuarantineStatus::Released, by, now_ms())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Discard a quarantined change and every held change that depends on it; the phone
+    /// is told and rebuilds the household from the server's copy.
+    pub fn discard(&mut self, by: &str, hash: &str) -> Result<()> {
+        self.write(|tx, _| {
+            let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("quarantined change {hash}")))?;
+            if q.status != QuarantineStatus::Held {
+                return Err(ServerError::BadRequest(format!("change {hash} was already {}", q.status.as_str())));
+            }
+            let mut doomed = vec![hash.to_string()];
+            let held = tx.quarantined(Some(QuarantineStatus::Held))?;
+            let mut i = 0;
+            while i < doomed.len() {
+                for d in &held {
+                    if !doomed.contains(&d.hash) && d.reason.contains(&doomed[i]) {
+                        doomed.push(d.hash.clone());
+                    }
+                }
+                i += 1;
+            }
+            for h in doomed {
+                tx.set_quarantine_status(&h, QuarantineStatus::Discarded, by, now_ms())?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The documents a transaction reads and changes.
+pub struct Documents<'a> {
+    cache: &'a mut HashMap<String, HouseholdDocument>,
+    working: &'a mut WorkingSet,
+    actor: &'a ActorId,
+}
+
+impl Documents<'_> {
+    /// The working copy of a household's document (loaded on first use).
+    fn get(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<&mut HouseholdDocument>> {
+        if !self.working.contains_key(household_id) {
+            let doc = match self.cache.get(household_id) {
+                Some(doc) => doc.clone(),
+                None => match tx.document(household_id)? {
+                    Some(bytes) => HouseholdDocument::load(household_id, &bytes, self.actor)?,
+                    None => return Ok(None),
+                },
+            };
+            self.working.insert(household_id.to_string(), doc);
+        }
+        Ok(self.working.get_mut(household_id))
+    }
+
+    pub(crate) fn create(&mut self, tx: &impl WriteTx, by: &str, new: &doorstep_core::NewHousehold) -> Result<doorstep_core::Household> {
+        let mut doc = HouseholdDocument::create(self.actor, &author(by), now_ms(), new)?;
+        let id = doc.id().to_string();
+        let view = doc.view(&Scope::Everything)?;
+        let saved = doc.save();
+        tx.save_document(&mut doc, &saved, &view)?;
+        for change in doc.changes_since(&[]) {
+            tx.append_change(&id, &change.hash().to_string(), None, change.raw_bytes(), now_ms())?;
+        }
+        let household = doc.household()?;
+        self.working.insert(id, doc);
+        Ok(household)
+    }
+
+    /// Make a server-side edit and log its change.
+    fn edit(
+        &mut self,
+        tx: &impl WriteTx,
+        household_id: &str,
+        f: impl FnOnce(&mut HouseholdDocument, i64) -> doorstep_core::Result<()>,
+    ) -> Result<()> {
+        let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
+        let before = doc.heads();
+        f(doc, now_ms())?;
+        let changes = doc.changes_since(&before);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let increment = doc.save_after(&before);
+        let view = doc.view(&Scope::Everything)?;
+        tx.save_document(doc, &increment, &view)?;
+        for change in changes {
+            tx.append_change(household_id, &change.hash().to_string(), None, change.raw_bytes(), now_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Merge a change whose dependencies are present, store it and log it.
+    fn merge(&mut self, tx: &impl WriteTx, household_id: &str, change: &Change, device: Option<&str>, scope: Scope) -> Result<()> {
+        let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
+        let before = doc.heads();
+        doc.apply(vec![change.clone()])?;
+        let increment = doc.save_after(&before);
+        let view = doc.view(&scope)?;
+        tx.save_document(doc, &increment, &view)?;
+        tx.append_change(household_id, &change.hash().to_string(), device, change.raw_bytes(), now_ms())?;
+        Ok(())
+    }
+}
+
+/// Resolve a token to its device and member; `Unauthorized` if unknown or revoked.
+pub fn authenticate(tx: &impl WriteTx, token_hash: &str) -> Result<(Device, Member)> {
+    let device = tx.device_by_token(token_hash)?.ok_or(ServerError::Unauthorized)?;
+    let member = tx.member(&device.member_id)?.ok_or(ServerError::Unauthorized)?;
+    Ok((device, member))
+}
+
+fn heads_of(doc: &mut HouseholdDocument) -> Vec<[u8; 32]> {
+    doc.heads().iter().map(|h| h.0).collect()
+}
+
+/// Handle one sync request inside the batch's transaction.
+fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Result<SyncResponse> {
+    let (device, member) = authenticate(tx, &job.token_hash)?;
+    let request = &job.request;
+    let epoch = tx.epoch()?;
+    let grant = tx.device_grant(&device.id)?;
+    let max_seq_before = tx.max_seq()?;
+    let recognised = match &request.position {
+        None => true,
+        Some(p) => p.epoch == epoch && p.seq <= max_seq_before && p.grant <= grant,
+    };
+    let client = request.position.clone().unwrap_or(Position { epoch: epoch.clone(), seq: 0, grant: 0 });
+    if recognised && request.reconcile.is_none() {
+        tx.confirm_grant(&device.id, client.grant)?;
+    }
+
+    // ----- pushes ------------------------------------------------------------------------
+    let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
+    let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
+    let mut acks = Vec::with_capacity(job.changes.len());
+    for (household_id, change) in &job.changes {
+        let hash = change.hash().to_string();
+        let outcome = push_one(tx, docs, &device, &member, household_id, change, &in_scope, &held)?;
+        if let Outcome::Quarantined { reason } = &outcome {
+            tracing::info!(%hash, household = %household_id, member = %member.id, %reason, "change quarantined");
+        }
+        acks.push(Ack { hash: change.hash().0, outcome });
+    }
+
+    // ----- pulls -------------------------------------------------------------------------
+    let new_grant = grant + 1;
+    let mut used_grant = false;
+    let max_seq = tx.max_seq()?;
+    let scope: Vec<String> = tx.households_in_scope(&member)?;
+    let mut response = SyncResponse {
+        version: PROTOCOL_VERSION,
+        acks,
+        data: Vec::new(),
+        removed: Vec::new(),
+        position: client.clone(),
+        more: false,
+        reconcile_needed: false,
+        server_heads: Vec::new(),
+    };
+
+    if let Some(client_heads) = &request.reconcile {
+        // Full reconciliation by heads: what each side lacks, nothing lost on either.
+        tx.clear_device_scope(&device.id)?;
+        let theirs: HashMap<&str, &Vec<[u8; 32]>> =
+            client_heads.iter().map(|h| (h.household_id.as_str(), &h.heads)).collect();
+        for household_id in &scope {
+            let Some(doc) = docs.get(tx, household_id)? else { continue };
+            match theirs.get(household_id.as_str()) {
+                None => response.data.push(HouseholdData {
+                    household_id: household_id.clone(),
+                    chunks: vec![serde_bytes::ByteBuf::from(doc.save())],
+                    whole: true,
+                }),
+                Some(heads) => {
+                    let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+                    let changes = doc.changes_since(&heads);
+                    if !changes.is_empty() {
+                        response.data.push(HouseholdData {
+                            household_id: household_id.clone(),
+                            chunks: changes.iter().map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec())).collect(),
+                            whole: false,
+                        });
+                    }
+                    if heads.iter().any(|h| !doc.has_change(h)) {
+                        response.server_heads.push(Heads { household_id: household_id.clone(), heads: heads_of(doc) });
+                    }
+                }
+            }
+            tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
+        }
+        let scope_set: HashSet<&String> = scope.iter().collect();
+        response.removed = client_heads.iter().map(|h| &h.household_id).filter(|h| !scope_set.contains(h)).cloned().collect();
+        used_grant = true;
+        response.position.seq = max_seq;
+    } else if !recognised {
+        response.reconcile_needed = true;
+        return Ok(response);
+    } else {
+        let budget = request.max_response_bytes.clamp(PAGE_BYTES.0, PAGE_BYTES.1) as usize;
+        let mut bytes = 0usize;
+        let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
+        let scope_set: HashSet<&String> = scope.iter().collect();
+        let mut whole: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
+        whole.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
+        for household_id in whole {
+            let Some(doc) = docs.get(tx, household_id)? else { continue };
+            let saved = doc.save();
+            if !response.data.is_empty() && bytes + saved.len() > budget {
+                response.more = true;
+                break;
+            }
+            bytes += saved.len();
+            response.data.push(HouseholdData {
+                household_id: household_id.clone(),
+                chunks: vec![serde_bytes::ByteBuf::from(saved)],
+                whole: true,
+            });
+            tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
+            used_grant = true;
+        }
+        for household_id in held.iter().filter(|h| !scope_set.contains(h)) {
+            tx.remove_household(&device.id, household_id, new_grant)?;
+            response.removed.push(household_id.clone());
+            used_grant = true;
+        }
+        for decided in tx.decisions_to_tell(&device.id)? {
+            let Ok(hash) = decided.hash.parse::<ChangeHash>() else { continue };
+            let outcome = match decided.status {
+                QuarantineStatus::Released => Outcome::Accepted,
+                _ => Outcome::Discarded { reason: decided.reason.clone() },
+            };
+            response.acks.push(Ack { hash: hash.0, outcome });
+            tx.mark_told(&decided.hash, new_grant)?;
+            used_grant = true;
+        }
+        if !response.more {
+            let (changes, more) = tx.changes_for_device(&device.id, client.seq, budget.saturating_sub(bytes))?;
+            response.position.seq = if more { changes.last().map_or(client.seq, |c| c.seq) } else { max_seq };
+            response.more = more;
+            let mut by_household: BTreeMap<String, Vec<serde_bytes::ByteBuf>> = BTreeMap::new();
+            let mut order = Vec::new();
+            for c in changes {
+                if !by_household.contains_key(&c.household_id) {
+                    order.push(c.household_id.clone());
+                }
+                by_household.entry(c.household_id).or_default().push(serde_bytes::ByteBuf::from(c.bytes));
+            }
+            for household_id in order {
+                let chunks = by_household.remove(&household_id).unwrap_or_default();
+                response.data.push(HouseholdData { household_id, chunks, whole: false });
+            }
+        }
+    }
+    response.position.epoch = epoch;
+    if used_grant {
+        tx.set_device_grant(&device.id, new_grant)?;
+        response.position.grant = new_grant;
+    } else {
+        response.position.grant = grant;
+    }
+    Ok(response)
+}
+
+/// Check and merge one pushed change, or quarantine it. Never drops it silently.
+#[allow(clippy::too_many_arguments)]
+fn push_one(
+    tx: &impl WriteTx,
+    docs: &mut Documents<'_>,
+    device: &Device,
+    member: &Member,
+    household_id: &str,
+    change: &Change,
+    in_scope: &HashSet<String>,
+    held: &HashSet<String>,
+) -> Result<Outcome> {
+    let hash = change.hash().to_string();
+    if tx.has_change(&hash)? {
+        return Ok(Outcome::Accepted);
+    }
+    if let Some(q) = tx.quarantined_change(&hash)? {
+        return Ok(match q.status {
+            QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason },
+            QuarantineStatus::Released => Outcome::Accepted,
+            QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason },
+        });
+    }
+    match check_push(tx, docs, member, household_id, change, in_scope, held)? {
+        None => {
+            tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
+            Ok(Outcome::Accepted)
+        }
+        Some(reason) => {
+            tx.quarantine(&QuarantinedChange {
+                hash,
+                household_id: household_id.to_string(),
+                device_id: device.id.clone(),
+                member_id: member.id.clone(),
+                reason: reason.clone(),
+                at_ms: now_ms(),
+                status: QuarantineStatus::Held,
+                bytes: change.raw_bytes().to_vec(),
+            })?;
+            Ok(Outcome::Quarantined { reason })
+        }
+    }
+}
+
+/// `None` when the change was merged into the working document (and stored); otherwise
+/// why it must be quarantined.
+fn check_push(
+    tx: &impl WriteTx,
+    docs: &mut Documents<'_>,
+    member: &Member,
+    household_id: &str,
+    change: &Change,
+    in_scope: &HashSet<String>,
+    held: &HashSet<String>,
+) -> Result<Option<String>> {
+    if member.role != Role::Admin && !in_scope.contains(household_id) && !held.contains(household_id) {
+        return Ok(Some(format!("该住户不在您的负责范围内 / household {household_id} is not in your scope")));
+    }
+    for dep in change.deps() {
+        let dep = dep.to_string();
+        if tx.has_change(&dep)? {
+            continue;
+        }
+        return Ok(Some(match tx.quarantined_change(&dep)? {
+            Some(q) if q.status != QuarantineStatus::Released => {
+                format!("依赖的变更已被隔离 / depends on quarantined change {dep}")
+            }
+            _ => format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"),
+        }));
+    }
+    let Some(doc) = docs.get(tx, household_id)? else {
+        return Ok(Some(format!("服务器上没有该住户 / household {household_id} does not exist on the server")));
+    };
+    let mut trial = doc.clone();
+    let before = trial.heads();
+    if let Err(e) = trial.apply(vec![change.clone()]) {
+        return Ok(Some(format!("变更无法合并 / the change cannot be merged: {e}")));
+    }
+    let scope = match check_change(&trial, change, member) {
+        Ok(scope) => scope,
+        Err(reason) => return Ok(Some(reason)),
+    };
+    let increment = trial.save_after(&before);
+    let view = trial.view(&scope)?;
+    tx.save_document(&mut trial, &increment, &view)?;
+    *doc = trial;
+    Ok(None)
+}

@@ -1,0 +1,319 @@
+//! The HTTP surface (axum): sync, enrolment, the admin JSON API, health and metrics.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use automerge::Change;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use doorstep_core::sync::protocol::{self, SyncRequest};
+use doorstep_core::NewHousehold;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Deserialize;
+
+use crate::admin;
+use crate::auth::hash_secret;
+use crate::config::Limits;
+use crate::engine::SyncJob;
+use crate::error::{Result, ServerError};
+use crate::org::{Branch, Community, Member, Role};
+use crate::store::QuarantineStatus;
+use crate::writer::Writer;
+
+/// Read-only connections to the store, for authentication and the read API.
+pub struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub fn new(path: PathBuf) -> Readers {
+        Readers { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Run a read on a blocking thread with a pooled connection.
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(&this.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            this.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            out
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+    }
+}
+
+pub struct AppState {
+    pub writer: Writer,
+    pub readers: Arc<Readers>,
+    pub limits: Limits,
+    pub started: Instant,
+    pub metrics: crate::metrics::Metrics,
+}
+
+pub type App = Arc<AppState>;
+
+pub fn router(state: App) -> Router {
+    let limit = state.limits.max_request_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sync", post(sync))
+        .route("/v1/enrol", post(enrol))
+        .route("/v1/admin/branches", post(add_branch))
+        .route("/v1/admin/communities", post(add_community))
+        .route("/v1/admin/members", post(add_member))
+        .route("/v1/admin/households", post(create_household))
+        .route("/v1/admin/households/import", post(import_households))
+        .route("/v1/admin/households/{id}/assignment", post(assign))
+        .route("/v1/admin/devices", post(enrol_device))
+        .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/admin/quarantine", get(list_quarantine))
+        .route("/v1/admin/quarantine/{hash}/release", post(release))
+        .route("/v1/admin/quarantine/{hash}/discard", post(discard))
+        .merge(crate::read_api::routes())
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or(ServerError::Unauthorized)
+}
+
+/// The member behind a request's token (enrolled, not revoked).
+pub async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
+    let token_hash = hash_secret(&bearer(headers)?);
+    app.readers
+        .read(move |conn| {
+            let member_id: Option<String> = conn
+                .query_row(
+                    "SELECT member_id FROM devices WHERE token_hash = ?1 AND revoked_at IS NULL",
+                    [&token_hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let member_id = member_id.ok_or(ServerError::Unauthorized)?;
+            conn.query_row(
+                "SELECT id, name, role, branch_id, scope_branches, scope_communities FROM members WHERE id = ?1",
+                [&member_id],
+                |r| {
+                    let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
+                    Ok(Member {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        role: Role::parse(&r.get::<_, String>(2)?).unwrap_or(Role::Member),
+                        branch_id: r.get(3)?,
+                        scope_branches: list(r.get(4)?),
+                        scope_communities: list(r.get(5)?),
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(ServerError::Unauthorized)
+        })
+        .await
+}
+
+async fn admin_caller(app: &App, headers: &HeaderMap) -> Result<Member> {
+    let member = caller(app, headers).await?;
+    if member.role != Role::Admin {
+        return Err(ServerError::Forbidden("只有管理员可以执行此操作 / admins only".into()));
+    }
+    Ok(member)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(app.started)).into_response()
+}
+
+async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    let started = Instant::now();
+    let token_hash = hash_secret(&bearer(&headers)?);
+    caller(&app, &headers).await?;
+    let request = SyncRequest::decode(&body, app.limits.max_decoded_bytes)
+        .map_err(|e| ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")))?;
+    let mut changes = Vec::with_capacity(request.changes.len());
+    for (i, pushed) in request.changes.iter().enumerate() {
+        if pushed.household_id.trim().is_empty() {
+            return Err(ServerError::BadRequest(format!("change {} has no household id", i + 1)));
+        }
+        let change = Change::from_bytes(pushed.bytes.clone()).map_err(|e| {
+            ServerError::BadRequest(format!("第 {} 个变更无法解码 / change {} cannot be decoded: {e}", i + 1, i + 1))
+        })?;
+        changes.push((pushed.household_id.clone(), change));
+    }
+    let pushed = changes.len();
+    let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
+    let body = protocol::encode(&response);
+    app.metrics.observe_sync(started.elapsed(), pushed, body.len());
+    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct EnrolRequest {
+    code: String,
+}
+
+async fn enrol(State(app): State<App>, Json(body): Json<EnrolRequest>) -> Result<Json<admin::DeviceToken>> {
+    Ok(Json(app.writer.run(move |e| admin::exchange_code(e, &body.code)).await?))
+}
+
+async fn add_branch(State(app): State<App>, headers: HeaderMap, Json(b): Json<Branch>) -> Result<Json<Branch>> {
+    admin_caller(&app, &headers).await?;
+    let out = b.clone();
+    app.writer.run(move |e| admin::add_branch(e, &b)).await?;
+    Ok(Json(out))
+}
+
+async fn add_community(State(app): State<App>, headers: HeaderMap, Json(c): Json<Community>) -> Result<Json<Community>> {
+    admin_caller(&app, &headers).await?;
+    let out = c.clone();
+    app.writer.run(move |e| admin::add_community(e, &c)).await?;
+    Ok(Json(out))
+}
+
+async fn add_member(State(app): State<App>, headers: HeaderMap, Json(m): Json<Member>) -> Result<Json<Member>> {
+    admin_caller(&app, &headers).await?;
+    let out = m.clone();
+    app.writer.run(move |e| admin::add_member(e, &m)).await?;
+    Ok(Json(out))
+}
+
+/// A household as admins send it (JSON).
+#[derive(Deserialize)]
+struct HouseholdBody {
+    family_name: String,
+    #[serde(default)]
+    address: String,
+    community_id: String,
+    branch_id: String,
+    #[serde(default)]
+    assigned_members: Vec<String>,
+    #[serde(default)]
+    notes: String,
+}
+
+async fn create_household(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(h): Json<HouseholdBody>,
+) -> Result<Json<serde_json::Value>> {
+    let by = admin_caller(&app, &headers).await?.id;
+    let new = NewHousehold {
+        family_name: h.family_name,
+        address: h.address,
+        community_id: h.community_id,
+        branch_id: h.branch_id,
+        assigned_members: h.assigned_members,
+        notes: h.notes,
+        ..Default::default()
+    };
+    let id = app.writer.run(move |e| admin::create_household(e, &by, &new)).await?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+async fn import_households(State(app): State<App>, headers: HeaderMap, body: String) -> Result<Json<serde_json::Value>> {
+    let by = admin_caller(&app, &headers).await?.id;
+    let ids = app.writer.run(move |e| admin::import_households_csv(e, &by, &body)).await?;
+    Ok(Json(serde_json::json!({ "imported": ids.len(), "ids": ids })))
+}
+
+#[derive(Deserialize)]
+struct AssignmentBody {
+    member_id: String,
+    #[serde(default = "yes")]
+    assigned: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn assign(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<AssignmentBody>,
+) -> Result<Json<serde_json::Value>> {
+    let by = admin_caller(&app, &headers).await?.id;
+    app.writer.run(move |e| admin::assign(e, &by, &id, &body.member_id, body.assigned)).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct DeviceBody {
+    member_id: String,
+    #[serde(default)]
+    label: String,
+}
+
+async fn enrol_device(State(app): State<App>, headers: HeaderMap, Json(body): Json<DeviceBody>) -> Result<Json<admin::Enrolment>> {
+    admin_caller(&app, &headers).await?;
+    Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label)).await?))
+}
+
+async fn revoke_device(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
+    admin_caller(&app, &headers).await?;
+    app.writer.run(move |e| admin::revoke_device(e, &id)).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct QuarantineQuery {
+    status: Option<String>,
+}
+
+async fn list_quarantine(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<QuarantineQuery>,
+) -> Result<Json<Vec<crate::store::QuarantinedChange>>> {
+    admin_caller(&app, &headers).await?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("held") => Some(QuarantineStatus::Held),
+        Some("released") => Some(QuarantineStatus::Released),
+        Some("discarded") => Some(QuarantineStatus::Discarded),
+        Some(other) => return Err(ServerError::BadRequest(format!("unknown status {other:?}"))),
+    };
+    Ok(Json(app.writer.run(move |e| admin::quarantined(e, status)).await?))
+}
+
+async fn release(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Json<serde_json::Value>> {
+    let by = admin_caller(&app, &headers).await?.id;
+    app.writer.run(move |e| e.release(&by, &hash)).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+async fn discard(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Json<serde_json::Value>> {
+    let by = admin_caller(&app, &headers).await?.id;
+    app.writer.run(move |e| e.discard(&by, &hash)).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}

@@ -1,0 +1,66 @@
+//! The Doorstep sync server.
+//!
+//! - [`engine`]: every write, on one thread: sync (push, validate, quarantine, pull),
+//!   admin actions; group commit. [`writer`] is its async handle.
+//! - [`validate`]: checks a member's change before it is merged.
+//! - [`store`]: storage traits, free of SQL; [`store::sqlite`] the embedded store.
+//! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API.
+//! - [`admin`]: organisation, households, CSV import, devices, quarantine (CLI and API).
+//! - [`auth`], [`org`], [`config`], [`metrics`], [`demo`], [`error`].
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod org;
+pub mod read_api;
+pub mod store;
+pub mod validate;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use config::Config;
+use engine::Engine;
+use store::sqlite::SqliteStore;
+
+/// Open the store and run the server until Ctrl-C / SIGTERM.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let store = SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(store);
+    if config.demo {
+        demo::seed(&mut engine).map_err(|e| e.to_string())?;
+    }
+    let state = Arc::new(http::AppState {
+        writer: writer::Writer::start(engine),
+        readers: Arc::new(http::Readers::new(config.data_dir.join("doorstep.sqlite3"))),
+        limits: config.limits.clone(),
+        started: Instant::now(),
+        metrics: metrics::Metrics::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "doorstep-server listening");
+    println!("doorstep-server listening on http://{addr}");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler installs");
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

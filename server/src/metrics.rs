@@ -1,0 +1,51 @@
+//! `/metrics` in the Prometheus text format (prometheus-client).
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    syncs: Counter,
+    pushed_changes: Counter,
+    response_bytes: Counter,
+    sync_seconds: Histogram,
+    uptime_seconds: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("doorstep");
+        let syncs = Counter::default();
+        let pushed_changes = Counter::default();
+        let response_bytes = Counter::default();
+        let sync_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let uptime_seconds = Gauge::default();
+        registry.register("sync_requests", "Sync requests answered", syncs.clone());
+        registry.register("pushed_changes", "Changes phones pushed (accepted or quarantined)", pushed_changes.clone());
+        registry.register("sync_response_bytes", "Bytes sent in sync responses", response_bytes.clone());
+        registry.register("sync_duration_seconds", "Time to answer a sync request", sync_seconds.clone());
+        registry.register("uptime_seconds", "Seconds since the server started", uptime_seconds.clone());
+        Metrics { registry, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds }
+    }
+}
+
+impl Metrics {
+    pub fn observe_sync(&self, took: Duration, pushed: usize, response_bytes: usize) {
+        self.syncs.inc();
+        self.pushed_changes.inc_by(pushed as u64);
+        self.response_bytes.inc_by(response_bytes as u64);
+        self.sync_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn render(&self, started: Instant) -> String {
+        self.uptime_seconds.set(started.elapsed().as_secs() as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("metrics encode to a string");
+        out
+    }
+}

@@ -1,0 +1,131 @@
+//! The server's storage, behind traits free of SQL so that a PostgreSQL implementation
+//! can follow the embedded SQLite one (`sqlite.rs`).
+//!
+//! All writes happen in a [`WriteTx`]: nothing is visible or durable before `commit`, and
+//! the server acknowledges a change to a phone only after the transaction holding it
+//! committed.
+
+pub mod sqlite;
+
+use doorstep_core::document::{HouseholdDocument, View};
+
+use crate::error::Result;
+use crate::org::{Branch, Community, Device, Member};
+
+/// A change held back by validation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantinedChange {
+    pub hash: String,
+    pub household_id: String,
+    pub device_id: String,
+    pub member_id: String,
+    pub reason: String,
+    pub at_ms: i64,
+    pub status: QuarantineStatus,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineStatus {
+    Held,
+    Released,
+    Discarded,
+}
+
+impl QuarantineStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QuarantineStatus::Held => "held",
+            QuarantineStatus::Released => "released",
+            QuarantineStatus::Discarded => "discarded",
+        }
+    }
+}
+
+/// One entry of the change log: every merged change gets the next sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub seq: u64,
+    pub household_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Opens write transactions.
+pub trait ServerStore: Send + 'static {
+    type Tx<'a>: WriteTx
+    where
+        Self: 'a;
+
+    fn begin(&mut self) -> Result<Self::Tx<'_>>;
+}
+
+/// Everything the server writes, inside one transaction.
+pub trait WriteTx {
+    fn commit(self) -> Result<()>;
+
+    /// A random id made when the store was created; a restored backup keeps it.
+    fn epoch(&self) -> Result<String>;
+
+    // ----- organisation --------------------------------------------------------------
+    fn put_branch(&self, branch: &Branch) -> Result<()>;
+    fn put_community(&self, community: &Community) -> Result<()>;
+    fn branches(&self) -> Result<Vec<Branch>>;
+    fn communities(&self) -> Result<Vec<Community>>;
+    fn put_member(&self, member: &Member) -> Result<()>;
+    fn member(&self, id: &str) -> Result<Option<Member>>;
+    fn members(&self) -> Result<Vec<Member>>;
+
+    // ----- devices -------------------------------------------------------------------
+    /// Register a device with a one-time enrolment code (hash) valid until `expires_at_ms`.
+    fn add_device(&self, device: &Device, enrolment_hash: &str, expires_at_ms: i64) -> Result<()>;
+    /// Exchange an unused, unexpired enrolment code for a token (hash); the device.
+    fn enrol_device(&self, enrolment_hash: &str, token_hash: &str, now_ms: i64) -> Result<Option<Device>>;
+    fn revoke_device(&self, device_id: &str, now_ms: i64) -> Result<bool>;
+    /// The enrolled, unrevoked device holding this token.
+    fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
+    fn devices(&self) -> Result<Vec<Device>>;
+
+    // ----- household documents ------------------------------------------------------------
+    fn document(&self, household_id: &str) -> Result<Option<Vec<u8>>>;
+    /// Store a document's new changes and rewrite the projection rows `view` covers.
+    fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()>;
+    /// Households a member may see: assigned ones for members; those of the coordinator's
+    /// branches and communities; all for admins.
+    fn households_in_scope(&self, member: &Member) -> Result<Vec<String>>;
+    fn household_exists(&self, household_id: &str) -> Result<bool>;
+
+    // ----- change log ----------------------------------------------------------------------
+    fn max_seq(&self) -> Result<u64>;
+    fn has_change(&self, hash: &str) -> Result<bool>;
+    fn append_change(&self, household_id: &str, hash: &str, device_id: Option<&str>, bytes: &[u8], now_ms: i64)
+        -> Result<u64>;
+    /// Changes after `after_seq` (and after the whole document the device received) of
+    /// households the device holds, not made by that device,
+    /// oldest first, up to about `max_bytes`; and whether more remain.
+    fn changes_for_device(&self, device_id: &str, after_seq: u64, max_bytes: usize) -> Result<(Vec<LoggedChange>, bool)>;
+
+    // ----- what each device holds -------------------------------------------------------------
+    fn device_grant(&self, device_id: &str) -> Result<u64>;
+    fn set_device_grant(&self, device_id: &str, grant: u64) -> Result<()>;
+    /// The device confirmed everything up to `grant`: forget confirmed removals, and undo
+    /// grants and removals it never confirmed (they are sent again).
+    fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<()>;
+    /// Households the device holds (granted, not removed).
+    fn held_households(&self, device_id: &str) -> Result<Vec<String>>;
+    /// The device received the whole document, as of change-log entry `seq`.
+    fn grant_household(&self, device_id: &str, household_id: &str, grant: u64, seq: u64) -> Result<()>;
+    fn remove_household(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()>;
+    /// Forget everything the device holds (before a reconciliation).
+    fn clear_device_scope(&self, device_id: &str) -> Result<()>;
+
+    // ----- quarantine ----------------------------------------------------------------------
+    fn quarantined_change(&self, hash: &str) -> Result<Option<QuarantinedChange>>;
+    fn quarantine(&self, change: &QuarantinedChange) -> Result<()>;
+    fn quarantined(&self, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>>;
+    fn set_quarantine_status(&self, hash: &str, status: QuarantineStatus, by: &str, now_ms: i64) -> Result<()>;
+    /// Decided (released or discarded) changes of a device it has not confirmed hearing of.
+    fn decisions_to_tell(&self, device_id: &str) -> Result<Vec<QuarantinedChange>>;
+    fn mark_told(&self, hash: &str, grant: u64) -> Result<()>;
+}

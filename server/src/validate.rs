@@ -1,0 +1,99 @@
+//! Checking a pushed change before it is merged.
+//!
+//! The change is applied to a copy of the household's document; then every path it wrote
+//! is checked against the pushing member's role, and every record it touched is read back
+//! against the schema. A change that fails is quarantined with the reason returned here.
+
+use std::collections::BTreeSet;
+
+use automerge::Change;
+use doorstep_core::document::{check_date, HouseholdDocument, Scope};
+use doorstep_core::IssueStatus;
+
+use crate::org::{Member, Role};
+
+/// Fields only coordinators and admins may change.
+const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "community_id", "archived"];
+
+/// Check `change`, already applied to `doc` (a copy). On success, the records it touched.
+pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -> Result<Scope, String> {
+    let is_member = member.role == Role::Member;
+    let mut household = false;
+    let mut visits = BTreeSet::new();
+    let mut issues = BTreeSet::new();
+    for path in doc.paths_written_by(change) {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["household", field, ..] => {
+                if is_member && COORDINATOR_FIELDS.contains(field) {
+                    return Err(format!(
+                        "党员不能修改住户的“{field}” / members cannot change household {field} (assignment, branch, community, archive)"
+                    ));
+                }
+                household = true;
+            }
+            ["visits", id, rest @ ..] => {
+                if is_member && rest.first() == Some(&"recorded") && !doc.created_by(&["visits", id], change) {
+                    return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
+                }
+                visits.insert(id.to_string());
+            }
+            ["issues", id, rest @ ..] => {
+                if is_member && rest.first() == Some(&"raised") && !doc.created_by(&["issues", id], change) {
+                    return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
+                }
+                issues.insert(id.to_string());
+            }
+            [] | ["household"] | ["visits"] | ["issues"] | ["schema_version"] | ["?", ..] if is_member => {
+                return Err("党员不能创建或替换住户文档 / members cannot create or replace a household document".into());
+            }
+            _ => {}
+        }
+    }
+    if household {
+        doc.household().map_err(|e| format!("住户资料不符合格式 / the household does not fit the schema: {e}"))?;
+    }
+    for id in &visits {
+        let visit = doc.visit(id).map_err(|e| format!("走访记录不符合格式 / visit {id} does not fit the schema: {e}"))?;
+        if is_member {
+            let created = doc.created_by(&["visits", id], change);
+            let own = visit.recorded.member_id == member.id;
+            if created && !own {
+                return Err(format!("走访记录必须以本人名义记录 / visit {id} must be recorded under your own id"));
+            }
+            if !created && !own && !visit.visitors.contains(&member.id) {
+                return Err(format!(
+                    "不能修改其他党员的走访记录 / cannot change visit {id}, recorded by another member"
+                ));
+            }
+        }
+        if visit.ended_at_ms.is_some_and(|end| end < visit.started_at_ms) {
+            return Err(format!("走访结束时间早于开始时间 / visit {id} ends before it starts"));
+        }
+        if let Some(d) = &visit.follow_up_on {
+            check_date("follow_up_on", d).map_err(|e| e.to_string())?;
+        }
+    }
+    for id in &issues {
+        let issue = doc.issue(id).map_err(|e| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}"))?;
+        if issue.title.trim().is_empty() {
+            return Err(format!("问题标题为空 / issue {id} has an empty title"));
+        }
+        if let Some(d) = &issue.due_on {
+            check_date("due_on", d).map_err(|e| e.to_string())?;
+        }
+        for t in &issue.transitions {
+            let settles_conflict = t.from == t.to;
+            if !settles_conflict && !t.from.can_move_to(&t.to) || matches!(t.to, IssueStatus::Other(_)) {
+                return Err(format!(
+                    "问题状态不能从“{}”改为“{}” / issue {id}: a move from {} to {} is not allowed",
+                    t.from, t.to, t.from, t.to
+                ));
+            }
+        }
+    }
+    if visits.is_empty() && issues.is_empty() && !household {
+        return Ok(Scope::Everything);
+    }
+    Ok(Scope::Records { household, visits, issues })
+}
