@@ -1,0 +1,109 @@
+//! End to end, real processes: an admin sets up a district; phones record offline,
+//! including on the same household; they sync in random orders; the coordinator API shows
+//! the merged result and every phone converges.
+
+mod support;
+use doorstep_core::*;
+use support::*;
+
+fn visit(household: &str, at: i64, notes: &str) -> NewVisit {
+    NewVisit {
+        household_id: household.into(),
+        visitors: vec![],
+        started_at_ms: at,
+        ended_at_ms: Some(at + 1_800_000),
+        mode: VisitMode::InPerson,
+        people_met: vec!["母亲".into()],
+        topics: vec![VisitTopic::EnrolmentPolicy],
+        notes: notes.into(),
+        follow_up_on: None,
+        location: None,
+    }
+}
+
+#[test]
+fn three_phones_record_offline_sync_in_random_orders_and_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.branch("b2");
+    admin.community("c1");
+    admin.community("c2");
+    for (m, b) in [("m1", "b1"), ("m2", "b1"), ("m3", "b2")] {
+        admin.member(m, b);
+    }
+    admin.coordinator("coord", &["b1"], &["c2"]);
+    let shared = admin.household("王", "c1", "b1", &["m1", "m2"]);
+    let own1 = admin.household("李", "c1", "b1", &["m1"]);
+    let own3 = admin.household("张", "c2", "b2", &["m3"]);
+    let _outside = admin.household("陈", "c1", "b2", &[]);
+
+    let phones: Vec<Phone> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| Phone::new(dir.path(), m, m, admin.device(m)))
+        .collect();
+    for p in &phones {
+        p.sync(&server).unwrap();
+    }
+    assert_eq!(phones[0].replica.list_households().unwrap().len(), 2);
+    assert_eq!(phones[1].replica.list_households().unwrap().len(), 1);
+    assert_eq!(phones[2].replica.list_households().unwrap().len(), 1);
+
+    // Offline: m1 and m2 both visit the shared household and edit the same note;
+    // m1 raises an issue; m3 visits their own.
+    let v1 = phones[0].replica.record_visit(&visit(&shared, 1_000, "张老师上门")).unwrap().id;
+    let v2 = phones[1].replica.record_visit(&visit(&shared, 2_000, "李老师电话")).unwrap().id;
+    phones[0].replica.record_visit(&visit(&own1, 3_000, "走访")).unwrap();
+    let issue = phones[0].replica.raise_issue(&NewIssue {
+        household_id: shared.clone(),
+        visit_id: Some(v1.clone()),
+        category: IssueCategory::Enrolment,
+        title: "现场确认材料".into(),
+        description: "不清楚要带哪些材料".into(),
+        urgency: Urgency::High,
+        assignee: None,
+        due_on: Some("2026-12-01".into()),
+    }).unwrap().id;
+    phones[2].replica.record_visit(&visit(&own3, 4_000, "走访")).unwrap();
+
+    // Random orders, several rounds.
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for _ in 0..4 {
+        let mut order = vec![0, 1, 2];
+        for i in (1..3).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for i in order {
+            phones[i].sync(&server).unwrap();
+        }
+    }
+    for p in &phones {
+        assert!(p.replica.pending_changes().unwrap().is_empty(), "everything acknowledged");
+    }
+    let json_a = phones[0].replica.household_json(&shared).unwrap();
+    let json_b = phones[1].replica.household_json(&shared).unwrap();
+    assert_eq!(json_a, json_b, "the phones sharing a household converge");
+    let visits: Vec<String> = phones[1].replica.visits(&shared).unwrap().into_iter().map(|v| v.id).collect();
+    assert_eq!(visits, vec![v1.clone(), v2.clone()]);
+    assert_eq!(phones[1].replica.issue(&issue).unwrap().title, "现场确认材料");
+
+    // The coordinator (branch b1, community c2) sees the merged result of their scope.
+    let (_, coord_token) = admin.device("coord");
+    let (status, stats) = get(&format!("{}/v1/stats?today=2026-12-10", server.url), &coord_token);
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["visits"], 4, "{stats}");
+    assert_eq!(stats["households_assigned"], 3);
+    assert_eq!(stats["households_visited"], 3);
+    let (_, issues) = get(&format!("{}/v1/issues?overdue_on=2026-12-10", server.url), &coord_token);
+    assert_eq!(issues.as_array().unwrap().len(), 1);
+    assert_eq!(issues[0]["id"], issue.as_str());
+    let (_, hh) = get(&format!("{}/v1/households", server.url), &coord_token);
+    let ids: Vec<&str> = hh.as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "b1's two households and c2's one, not the b2/c1 one: {hh}");
+}
