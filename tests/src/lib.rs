@@ -1,1 +1,12 @@
 //! Shared helpers for the cross-crate tests.
+//!
+//! The crate also holds `visit_writer`, the child process that `tests/crash_safety.rs`
+//! kills with SIGKILL while it records visits.
+
+/// Member and device the crash-safety writer opens its replica as.
+pub const CRASH_MEMBER: &str = "m-crash-writer";
+pub const CRASH_DEVICE: &str = "d-crash-writer";
+
+/// Lines `visit_writer` prints on stdout.
+pub const HOUSEHOLD_PREFIX: &str = "household ";
+pub const VISIT_PREFIX: &str = "visit ";
