@@ -132,6 +132,15 @@ fn many_edits_are_compacted_and_survive_reopening() {
     {
         let r = Replica::open(&path, "m-a", "a-phone").unwrap();
         household = r.create_household(&new_household("m-a")).unwrap().id;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM doc_chunks")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kinds, vec!["snapshot"], "a new household is stored as one compacted snapshot");
         for i in 0..150 {
             r.record_visit(&new_visit(&household, i * 1_000, &format!("第 {i} 次走访"))).unwrap();
         }

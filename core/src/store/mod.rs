@@ -17,7 +17,8 @@ use crate::error::Result;
 
 pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
 
-/// Compact a household when its increments outnumber this or outweigh the snapshot.
+/// Compact a household when it has no snapshot yet (a new or newly received document),
+/// or when its increments outnumber this or outweigh the snapshot.
 const MAX_INCREMENTS: i64 = 64;
 
 pub struct Store {
@@ -160,7 +161,8 @@ impl StoreTx<'_> {
                  FROM doc_chunks WHERE household_id = ?1",
             )?
             .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if increments > MAX_INCREMENTS || (increments > 1 && increment_bytes > snapshot_bytes) {
+        let no_snapshot = snapshot_bytes == 0 && increments > 0;
+        if no_snapshot || increments > MAX_INCREMENTS || (increments > 1 && increment_bytes > snapshot_bytes) {
             self.replace_with_snapshot(&id, &doc.save())?;
         }
         let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
