@@ -1,0 +1,148 @@
+package app.doorstep
+
+import app.doorstep.ffi.ChangeEvent
+import app.doorstep.ffi.ChangeListener
+import app.doorstep.ffi.CommunityOverview
+import app.doorstep.ffi.Conflict
+import app.doorstep.ffi.DoorstepException
+import app.doorstep.ffi.GuardianUpdate
+import app.doorstep.ffi.HistoryEntry
+import app.doorstep.ffi.Household
+import app.doorstep.ffi.HouseholdChanges
+import app.doorstep.ffi.HouseholdHeads
+import app.doorstep.ffi.HouseholdSummary
+import app.doorstep.ffi.HouseholdUpdate
+import app.doorstep.ffi.ImportReport
+import app.doorstep.ffi.Issue
+import app.doorstep.ffi.IssueStatus
+import app.doorstep.ffi.IssueSummary
+import app.doorstep.ffi.IssueUpdate
+import app.doorstep.ffi.NewGuardian
+import app.doorstep.ffi.NewHousehold
+import app.doorstep.ffi.NewIssue
+import app.doorstep.ffi.NewStudent
+import app.doorstep.ffi.NewVisit
+import app.doorstep.ffi.Replica
+import app.doorstep.ffi.SubscriptionHandle
+import app.doorstep.ffi.Visit
+import app.doorstep.ffi.VisitUpdate
+import kotlinx.coroutines.CoroutineDispatcher
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.awaitClose
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.withContext
+
+/**
+ * The member's offline replica for Kotlin callers: every call is a `suspend` function that
+ * runs the blocking native call on [io] (by default [Dispatchers.IO]), so the UI thread never
+ * waits for SQLite. Failures throw [DoorstepException] subclasses (`NotFound`,
+ * `InvalidInput`, `InvalidTransition`, `CorruptHousehold`, `Network`, `Server`, `Storage`)
+ * whose `message` is the core's bilingual text, e.g. `未找到住户：h-1 / household not found: h-1`.
+ *
+ * The generated [Replica] stays reachable as [ffi] for anything not wrapped here. One
+ * instance may be shared by the whole app and used from several coroutines at once.
+ */
+class DoorstepReplica(
+    val ffi: Replica,
+    private val io: CoroutineDispatcher = Dispatchers.IO,
+) : AutoCloseable {
+
+    companion object {
+        /** Open (or create) the replica file at [path] for a member on a device. */
+        suspend fun open(
+            path: String,
+            memberId: String,
+            deviceId: String,
+            io: CoroutineDispatcher = Dispatchers.IO,
+        ): DoorstepReplica = withContext(io) { DoorstepReplica(Replica.open(path, memberId, deviceId), io) }
+    }
+
+    private suspend inline fun <T> call(crossinline block: Replica.() -> T): T = withContext(io) { ffi.block() }
+
+    suspend fun memberId(): String = call { memberId() }
+    suspend fun deviceId(): String = call { deviceId() }
+
+    // ----- households -----
+    suspend fun createHousehold(household: NewHousehold): Household = call { createHousehold(household) }
+    suspend fun listHouseholds(): List<HouseholdSummary> = call { listHouseholds() }
+    suspend fun household(householdId: String): Household = call { household(householdId) }
+    suspend fun updateHousehold(householdId: String, update: HouseholdUpdate): Household =
+        call { updateHousehold(householdId, update) }
+    suspend fun addGuardian(householdId: String, guardian: NewGuardian): Household =
+        call { addGuardian(householdId, guardian) }
+    suspend fun updateGuardian(householdId: String, guardianId: String, update: GuardianUpdate): Household =
+        call { updateGuardian(householdId, guardianId, update) }
+    suspend fun addStudent(householdId: String, student: NewStudent): Household =
+        call { addStudent(householdId, student) }
+    suspend fun setMemberAssigned(householdId: String, memberId: String, assigned: Boolean): Household =
+        call { setMemberAssigned(householdId, memberId, assigned) }
+
+    // ----- visits -----
+    suspend fun recordVisit(visit: NewVisit): Visit = call { recordVisit(visit) }
+    suspend fun visits(householdId: String): List<Visit> = call { visits(householdId) }
+    suspend fun visit(visitId: String): Visit = call { visit(visitId) }
+    suspend fun updateVisit(visitId: String, update: VisitUpdate): Visit = call { updateVisit(visitId, update) }
+    suspend fun deleteVisit(visitId: String): Visit = call { deleteVisit(visitId) }
+    suspend fun restoreVisit(visitId: String): Visit = call { restoreVisit(visitId) }
+
+    // ----- issues -----
+    suspend fun raiseIssue(issue: NewIssue): Issue = call { raiseIssue(issue) }
+    suspend fun issue(issueId: String): Issue = call { issue(issueId) }
+    suspend fun issues(householdId: String): List<Issue> = call { issues(householdId) }
+    suspend fun updateIssue(issueId: String, update: IssueUpdate): Issue = call { updateIssue(issueId, update) }
+    suspend fun transitionIssue(issueId: String, to: IssueStatus, reason: String): Issue =
+        call { transitionIssue(issueId, to, reason) }
+    suspend fun commentOnIssue(issueId: String, text: String): Issue = call { commentOnIssue(issueId, text) }
+    suspend fun deleteIssue(issueId: String): Issue = call { deleteIssue(issueId) }
+    suspend fun restoreIssue(issueId: String): Issue = call { restoreIssue(issueId) }
+    suspend fun openIssues(): List<IssueSummary> = call { openIssues() }
+    suspend fun overdueIssues(today: String): List<IssueSummary> = call { overdueIssues(today) }
+    suspend fun overview(today: String): List<CommunityOverview> = call { overview(today) }
+
+    // ----- conflicts and history -----
+    suspend fun conflicts(householdId: String? = null): List<Conflict> = call { conflicts(householdId) }
+    suspend fun resolveConflict(householdId: String, path: String, chosenValue: String) =
+        call { resolveConflict(householdId, path, chosenValue) }
+    suspend fun history(householdId: String): List<HistoryEntry> = call { history(householdId) }
+    suspend fun householdJson(householdId: String): String = call { householdJson(householdId) }
+
+    // ----- exchange with peers -----
+    suspend fun heads(): List<HouseholdHeads> = call { heads() }
+    suspend fun exportChanges(peerHeads: List<HouseholdHeads>): List<HouseholdChanges> =
+        call { exportChanges(peerHeads) }
+    suspend fun importChanges(changes: List<HouseholdChanges>): ImportReport = call { importChanges(changes) }
+
+    // ----- notifications -----
+
+    /**
+     * Every committed change (local edits and imports) while the flow is collected.
+     * Collecting subscribes; cancelling the collector cancels the subscription. Events are
+     * buffered without limit, so a slow collector never blocks the thread that wrote.
+     */
+    fun changes(): Flow<ChangeEvent> = callbackFlow {
+        val handle = ffi.subscribe(object : ChangeListener {
+            override fun onChange(event: ChangeEvent) {
+                trySend(event)
+            }
+        })
+        awaitClose {
+            handle.cancel()
+            handle.close()
+        }
+    }.buffer(Channel.UNLIMITED)
+
+    /**
+     * Call [onChange] for every committed change until the returned handle is cancelled or
+     * closed. [onChange] runs on the thread that made the change: keep it short.
+     */
+    fun subscribe(onChange: (ChangeEvent) -> Unit): SubscriptionHandle =
+        ffi.subscribe(object : ChangeListener {
+            override fun onChange(event: ChangeEvent) = onChange(event)
+        })
+
+    /** Release the native replica once no call is running (the file is closed then). */
+    override fun close() = ffi.close()
+}
