@@ -127,8 +127,10 @@ impl<S: ServerStore> Engine<S> {
         self.write(|tx, docs| docs.edit(tx, household_id, |doc, now| f(doc, author, now)))
     }
 
-    /// Release a quarantined change: merge it without the check, then retry the changes
-    /// held because they depended on it.
+    /// Release a quarantined change: merge it without the check. Then the changes held
+    /// because they depended on it (directly or through other held changes) are checked
+    /// like a fresh push: merged and released if they pass, otherwise still held, with
+    /// their own reason.
     pub fn release(&mut self, by: &str, hash: &str) -> Result<()> {
         self.write(|tx, docs| {
             let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("quarantined change {hash}")))?;
@@ -138,15 +140,7 @@ impl<S: ServerStore> Engine<S> {
             let change = Change::from_bytes(q.bytes.clone()).map_err(|e| ServerError::Internal(e.to_string()))?;
             docs.merge(tx, &q.household_id, &change, Some(&q.device_id), Scope::Everything)?;
             tx.set_quarantine_status(hash, QuarantineStatus::Released, by, now_ms())?;
-            // Dependents that were held only for this change are merged too.
-            for dependent in tx.quarantined(Some(QuarantineStatus::Held))? {
-                let Ok(c) = Change::from_bytes(dependent.bytes.clone()) else { continue };
-                if dependent.reason.contains(hash) && c.deps().iter().all(|d| tx.has_change(&d.to_string()).unwrap_or(false)) {
-                    docs.merge(tx, &dependent.household_id, &c, Some(&dependent.device_id), Scope::Everything)?;
-                    tx.set_quarantine_status(&dependent.hash, QuarantineStatus::Released, by, now_ms())?;
-                }
-            }
-            Ok(())
+            recheck_dependents(tx, docs, hash, by)
         })
     }
 
@@ -250,6 +244,39 @@ impl Documents<'_> {
     }
 }
 
+/// `released` was just merged: check the changes held because they depended on it
+/// (directly or through each other) like a fresh push by the device that pushed them.
+/// Those that pass are merged and released (their devices are told at their next sync);
+/// the others stay held, with their own reason.
+fn recheck_dependents(tx: &impl WriteTx, docs: &mut Documents<'_>, released: &str, by: &str) -> Result<()> {
+    let mut released = vec![released.to_string()];
+    loop {
+        let mut progress = false;
+        for dependent in tx.quarantined(Some(QuarantineStatus::Held))? {
+            if !released.iter().any(|h| dependent.reason.contains(h.as_str())) {
+                continue;
+            }
+            let Ok(c) = Change::from_bytes(dependent.bytes.clone()) else { continue };
+            let Some(member) = tx.member(&dependent.member_id)? else { continue };
+            let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
+            let held: HashSet<String> = tx.held_households(&dependent.device_id)?.into_iter().collect();
+            match check_push(tx, docs, &member, &dependent.household_id, &c, &in_scope, &held)? {
+                None => {
+                    let (h, device) = (&dependent.household_id, Some(dependent.device_id.as_str()));
+                    tx.append_change(h, &dependent.hash, device, c.raw_bytes(), now_ms())?;
+                    tx.set_quarantine_status(&dependent.hash, QuarantineStatus::Released, by, now_ms())?;
+                    released.push(dependent.hash.clone());
+                    progress = true;
+                }
+                Some(reason) => tx.set_quarantine_reason(&dependent.hash, &reason)?,
+            }
+        }
+        if !progress {
+            return Ok(());
+        }
+    }
+}
+
 /// Resolve a token to its device and member; `Unauthorized` if unknown or revoked.
 pub fn authenticate(tx: &impl WriteTx, token_hash: &str) -> Result<(Device, Member)> {
     let device = tx.device_by_token(token_hash)?.ok_or(ServerError::Unauthorized)?;
@@ -261,6 +288,35 @@ fn heads_of(doc: &mut HouseholdDocument) -> Vec<[u8; 32]> {
     doc.heads().iter().map(|h| h.0).collect()
 }
 
+/// The `epoch` a device's position carries: the store's epoch, then the newest
+/// change-log entry as of this response (its seq and the start of its hash). Every change
+/// acknowledged to the device so far was logged at or before that entry.
+fn position_epoch(tx: &impl WriteTx, epoch: &str, max_seq: u64) -> Result<String> {
+    Ok(match tx.change_hash_at(max_seq)? {
+        Some(hash) => format!("{epoch}.{max_seq}.{}", &hash[..hash.len().min(16)]),
+        None => epoch.to_string(),
+    })
+}
+
+/// Whether this store still holds the change log a position was handed from: the same
+/// store, and the entry the position names unchanged. A store restored from an older
+/// backup has lost that entry, or logged another change under its seq since; the epoch
+/// alone cannot tell, since a backup keeps it.
+fn log_intact(tx: &impl WriteTx, epoch: &str, position_epoch: &str) -> Result<bool> {
+    let mut parts = position_epoch.splitn(3, '.');
+    if parts.next() != Some(epoch) {
+        return Ok(false);
+    }
+    match (parts.next(), parts.next()) {
+        (None, None) => Ok(true),
+        (Some(seq), Some(prefix)) if !prefix.is_empty() => match seq.parse::<u64>() {
+            Ok(seq) => Ok(tx.change_hash_at(seq)?.is_some_and(|h| h.starts_with(prefix))),
+            Err(_) => Ok(false),
+        },
+        _ => Ok(false),
+    }
+}
+
 /// Handle one sync request inside the batch's transaction.
 fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Result<SyncResponse> {
     let (device, member) = authenticate(tx, &job.token_hash)?;
@@ -270,7 +326,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
     let max_seq_before = tx.max_seq()?;
     let recognised = match &request.position {
         None => true,
-        Some(p) => p.epoch == epoch && p.seq <= max_seq_before && p.grant <= grant,
+        Some(p) => log_intact(tx, &epoch, &p.epoch)? && p.seq <= max_seq_before && p.grant <= grant,
     };
     let client = request.position.clone().unwrap_or(Position { epoch: epoch.clone(), seq: 0, grant: 0 });
     if recognised && request.reconcile.is_none() {
@@ -399,7 +455,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
             }
         }
     }
-    response.position.epoch = epoch;
+    response.position.epoch = position_epoch(tx, &epoch, max_seq)?;
     if used_grant {
         tx.set_device_grant(&device.id, new_grant)?;
         response.position.grant = new_grant;
@@ -427,6 +483,20 @@ fn push_one(
     }
     if let Some(q) = tx.quarantined_change(&hash)? {
         return Ok(match q.status {
+            // Held, and pushed again: checked again, as this pusher. A reconciliation makes
+            // phones push every change the server lacks, other members' too: one relayed by
+            // a phone that may not make it is held until its author's phone pushes it.
+            QuarantineStatus::Held if q.household_id == household_id => {
+                match check_push(tx, docs, member, household_id, change, in_scope, held)? {
+                    None => {
+                        tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
+                        tx.set_quarantine_status(&hash, QuarantineStatus::Released, &member.id, now_ms())?;
+                        recheck_dependents(tx, docs, &hash, &member.id)?;
+                        Outcome::Accepted
+                    }
+                    Some(_) => Outcome::Quarantined { reason: q.reason },
+                }
+            }
             QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason },
             QuarantineStatus::Released => Outcome::Accepted,
             QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason },

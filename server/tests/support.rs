@@ -5,14 +5,21 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use doorstep_core::{Replica, SyncOptions};
+use doorstep_core::{NewVisit, Replica, SyncOptions, VisitMode, VisitTopic};
 use serde_json::{json, Value};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Server {
     pub child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Where the server's stderr (its logs, and any panic message) goes.
+    pub log: PathBuf,
 }
 
 impl Server {
@@ -22,24 +29,55 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        Self::start_with(data_dir, listen, &[])
+    }
+
+    /// Start with extra `serve` arguments (e.g. `--config FILE`); panics if it cannot.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Self::try_start_with(data_dir, listen, extra).unwrap_or_else(|e| panic!("the server starts: {e}"))
+    }
+
+    /// Start the server; an error if it exits or does not listen within 30 s.
+    pub fn try_start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<Server, String> {
+        let log = data_dir.with_extension("log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_doorstep-server"))
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
+            .env_remove("DOORSTEP_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(stderr))
             .spawn()
-            .expect("the server binary starts");
+            .map_err(|e| format!("the server binary does not start: {e}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().expect("the server prints where it listens").expect("utf-8");
-            if let Some(url) = line.strip_prefix("doorstep-server listening on ") {
-                break url.to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("doorstep-server listening on ") {
+                    let _ = tx.send(url.to_string());
+                    break;
+                }
             }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url, data_dir: data_dir.to_path_buf() }
+            for _ in lines {}
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => Ok(Server { child, url, data_dir: data_dir.to_path_buf(), log }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                Err(format!("the server did not listen on {listen}: {tail}"))
+            }
+        }
     }
 
     /// Kill the process at once (SIGKILL), as a crash would.
@@ -52,12 +90,41 @@ impl Server {
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()
     }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `/healthz` answers `ok`.
+    pub fn healthy(&self) -> bool {
+        http()
+            .get(format!("{}/healthz", self.url))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .ok()
+            .filter(|r| r.status().as_u16() == 200)
+            .and_then(|r| r.text().ok())
+            .is_some_and(|t| t == "ok")
+    }
+
+    /// The server answers `/healthz` and never logged a panic.
+    pub fn assert_sound(&self) {
+        assert!(self.healthy(), "the server still answers /healthz");
+        assert_no_panic(&self.log);
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// No server started with this log ever panicked.
+pub fn assert_no_panic(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "the server panicked:\n{text}");
 }
 
 /// Create the first admin with the CLI (the server must not be running on `data_dir`,
@@ -74,8 +141,14 @@ pub fn create_admin(data_dir: &Path) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
+/// One shared HTTP client (building one per request is slow in debug builds).
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::new()
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("a client builds")
+        })
+        .clone()
 }
 
 /// POST JSON with a token; the status and the JSON answer.
@@ -101,6 +174,13 @@ impl Admin<'_> {
     pub fn ok(&self, path: &str, body: Value) -> Value {
         let (status, v) = post(&format!("{}{}", self.server.url, path), &self.token, body.clone());
         assert_eq!(status, 200, "{path} {body}: {v}");
+        v
+    }
+
+    /// GET `path` as the admin; asserts 200.
+    pub fn get_ok(&self, path: &str) -> Value {
+        let (status, v) = get(&format!("{}{}", self.server.url, path), &self.token);
+        assert_eq!(status, 200, "{path}: {v}");
         v
     }
 
@@ -132,7 +212,10 @@ impl Admin<'_> {
     }
 
     pub fn assign(&self, household: &str, member: &str, assigned: bool) {
-        self.ok(&format!("/v1/admin/households/{household}/assignment"), json!({"member_id": member, "assigned": assigned}));
+        self.ok(
+            &format!("/v1/admin/households/{household}/assignment"),
+            json!({"member_id": member, "assigned": assigned}),
+        );
     }
 
     /// Enrol a device for a member: returns (device id, token).
@@ -143,6 +226,103 @@ impl Admin<'_> {
         assert_eq!(r.status().as_u16(), 200);
         let t: Value = r.json().unwrap();
         (t["device_id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string())
+    }
+
+    pub fn revoke(&self, device_id: &str) {
+        self.ok(&format!("/v1/admin/devices/{device_id}/revoke"), json!({}));
+    }
+
+    /// Ids of every visit the coordinator API lists (admin scope: all), in its order.
+    pub fn visit_ids(&self) -> Vec<String> {
+        ids(&self.get_ok("/v1/visits"))
+    }
+
+    /// The quarantine list (`status`: None for all, or "held", "released", "discarded").
+    pub fn quarantine(&self, status: Option<&str>) -> Vec<Value> {
+        let path = match status {
+            Some(s) => format!("/v1/admin/quarantine?status={s}"),
+            None => "/v1/admin/quarantine".to_string(),
+        };
+        self.get_ok(&path).as_array().expect("a list").clone()
+    }
+}
+
+/// The `id` of every object in a JSON array.
+pub fn ids(list: &Value) -> Vec<String> {
+    list.as_array().expect("a JSON list").iter().map(|v| v["id"].as_str().expect("an id").to_string()).collect()
+}
+
+/// Rows of the server's change log and quarantine, read from its SQLite file (read-only,
+/// beside the running server).
+pub fn store_counts(data_dir: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("doorstep.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the store opens read-only");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("a count");
+    (count("SELECT count(*) FROM change_log"), count("SELECT count(*) FROM quarantine"))
+}
+
+/// Copy a directory's files (a stopped server's data directory: the SQLite file with its
+/// WAL) to `to`, replacing what was there.
+pub fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A visit to record.
+pub fn new_visit(household: &str, at: i64, notes: &str) -> NewVisit {
+    NewVisit {
+        household_id: household.into(),
+        visitors: vec![],
+        started_at_ms: at,
+        ended_at_ms: Some(at + 1_800_000),
+        mode: VisitMode::InPerson,
+        people_met: vec!["母亲".into()],
+        topics: vec![VisitTopic::EnrolmentPolicy],
+        notes: notes.into(),
+        follow_up_on: None,
+        location: None,
+    }
+}
+
+/// A small deterministic random source (xorshift64*), seeded from the clock unless
+/// `DOORSTEP_TEST_SEED` is set; the seed is printed so a failure can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env(name: &str) -> Rng {
+        let seed = std::env::var("DOORSTEP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("{name}: DOORSTEP_TEST_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 }
 
@@ -160,12 +340,76 @@ impl Phone {
     }
 
     pub fn sync(&self, server: &Server) -> doorstep_core::Result<doorstep_core::SyncReport> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(doorstep_core::sync(&self.replica, &server.url, &self.token, &SyncOptions::default()))
+        self.sync_url(&server.url)
     }
 
     pub fn sync_url(&self, url: &str) -> doorstep_core::Result<doorstep_core::SyncReport> {
+        self.sync_with(url, &SyncOptions::default())
+    }
+
+    pub fn sync_with(&self, url: &str, options: &SyncOptions) -> doorstep_core::Result<doorstep_core::SyncReport> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(doorstep_core::sync(&self.replica, url, &self.token, &SyncOptions::default()))
+        rt.block_on(doorstep_core::sync(&self.replica, url, &self.token, options))
+    }
+
+    /// Ids of the households on the phone.
+    pub fn household_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.replica.list_households().unwrap().into_iter().map(|h| h.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Ids of the visits of a household on the phone.
+    pub fn visit_ids(&self, household: &str) -> Vec<String> {
+        self.replica.visits(household).unwrap().into_iter().map(|v| v.id).collect()
+    }
+}
+
+/// A problem to raise.
+pub fn new_issue(household: &str, title: &str) -> doorstep_core::NewIssue {
+    doorstep_core::NewIssue {
+        household_id: household.into(),
+        visit_id: None,
+        category: doorstep_core::IssueCategory::Enrolment,
+        title: title.into(),
+        description: "材料不清楚".into(),
+        urgency: doorstep_core::Urgency::Normal,
+        assignee: None,
+        due_on: Some("2026-12-01".into()),
+    }
+}
+
+/// Hand a household's document from one phone to another outside the server (a peer
+/// exchange), as a phone that was never given it might obtain it.
+pub fn hand_over(from: &Phone, to: &Phone, household: &str) {
+    let batches: Vec<_> =
+        from.replica.export_changes(&[]).unwrap().into_iter().filter(|b| b.household_id == household).collect();
+    assert_eq!(batches.len(), 1, "{household} is on the giving phone");
+    to.replica.import_changes(&batches).unwrap();
+}
+
+/// A raw sync request, encoded as a phone sends it.
+pub fn raw_sync(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let mut r = http()
+        .post(format!("{url}/v1/sync"))
+        .header("content-type", doorstep_core::sync::protocol::CONTENT_TYPE)
+        .body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().expect("request sent");
+    let status = r.status().as_u16();
+    (status, r.text().unwrap_or_default())
+}
+
+/// An empty first-sync request (no position, nothing pushed).
+pub fn empty_sync_request() -> doorstep_core::sync::protocol::SyncRequest {
+    doorstep_core::sync::protocol::SyncRequest {
+        version: doorstep_core::sync::protocol::PROTOCOL_VERSION,
+        position: None,
+        changes: vec![],
+        reconcile: None,
+        rebuild: vec![],
+        max_response_bytes: doorstep_core::sync::protocol::DEFAULT_PAGE_BYTES,
     }
 }

@@ -15,8 +15,9 @@ pub const CONTENT_TYPE: &str = "application/x-doorstep-sync";
 /// Largest response a phone asks for by default (one page).
 pub const DEFAULT_PAGE_BYTES: u32 = 4 * 1024 * 1024;
 
-/// Where a device stands: the server's store (`epoch`), the last change-log entry the
-/// device has (`seq`), and the last scope grant it confirmed (`grant`).
+/// Where a device stands: the server's store and change log as the device last saw them
+/// (`epoch`, opaque to the device), the last change-log entry the device has (`seq`), and
+/// the last scope grant it confirmed (`grant`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub epoch: String,

@@ -99,6 +99,8 @@ pub trait WriteTx {
     // ----- change log ----------------------------------------------------------------------
     fn max_seq(&self) -> Result<u64>;
     fn has_change(&self, hash: &str) -> Result<bool>;
+    /// The hash of the change logged at `seq`, if any.
+    fn change_hash_at(&self, seq: u64) -> Result<Option<String>>;
     fn append_change(&self, household_id: &str, hash: &str, device_id: Option<&str>, bytes: &[u8], now_ms: i64)
         -> Result<u64>;
     /// Changes after `after_seq` (and after the whole document the device received) of
@@ -125,6 +127,8 @@ pub trait WriteTx {
     fn quarantine(&self, change: &QuarantinedChange) -> Result<()>;
     fn quarantined(&self, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>>;
     fn set_quarantine_status(&self, hash: &str, status: QuarantineStatus, by: &str, now_ms: i64) -> Result<()>;
+    /// A held change is still held, for another reason.
+    fn set_quarantine_reason(&self, hash: &str, reason: &str) -> Result<()>;
     /// Decided (released or discarded) changes of a device it has not confirmed hearing of.
     fn decisions_to_tell(&self, device_id: &str) -> Result<Vec<QuarantinedChange>>;
     fn mark_told(&self, hash: &str, grant: u64) -> Result<()>;

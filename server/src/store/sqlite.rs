@@ -359,6 +359,14 @@ impl WriteTx for SqliteTx<'_> {
             .is_some())
     }
 
+    fn change_hash_at(&self, seq: u64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT hash FROM change_log WHERE seq = ?1")?
+            .query_row([seq as i64], |r| r.get(0))
+            .optional()?)
+    }
+
     fn append_change(
         &self,
         household_id: &str,
@@ -484,6 +492,13 @@ impl WriteTx for SqliteTx<'_> {
             "UPDATE quarantine SET status = ?2, decided_by = ?3, decided_at = ?4, told_in = NULL WHERE hash = ?1",
             params![hash, status.as_str(), by, now_ms],
         )?;
+        Ok(())
+    }
+
+    fn set_quarantine_reason(&self, hash: &str, reason: &str) -> Result<()> {
+        self.conn()
+            .prepare_cached("UPDATE quarantine SET reason = ?2 WHERE hash = ?1 AND status = 'held'")?
+            .execute([hash, reason])?;
         Ok(())
     }
 

@@ -1,0 +1,330 @@
+//! Real processes:
+//! (a) a household reassigned from m1 to m2 reaches m2's next sync and leaves m1's phone
+//!     after m1's pending changes were taken;
+//! (b) quarantine and release: a member's change to a coordinator field is quarantined
+//!     with a reason; the same device's later changes to that household are quarantined
+//!     too ("depends on quarantined change") and are released with it, each checked like a
+//!     fresh push; discarding one discards its dependents, the phone is told and rebuilds
+//!     the household from the server;
+//! (c) restore from an older backup: phones' positions are not recognised, a full
+//!     reconciliation by heads loses nothing on either side, even when other phones pushed
+//!     to the restored server first.
+
+mod support;
+
+use doorstep_core::{Error, HouseholdUpdate};
+use serde_json::Value;
+use support::*;
+
+fn household_row(admin: &Admin, id: &str) -> Value {
+    let list = admin.get_ok("/v1/households");
+    list.as_array().unwrap().iter().find(|h| h["id"] == id).cloned().unwrap_or_else(|| panic!("{id} in {list}"))
+}
+
+#[test]
+fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.community("c1");
+    admin.member("m1", "b1");
+    admin.member("m2", "b1");
+    let moving = admin.household("搬", "c1", "b1", &["m1"]);
+    let staying = admin.household("留", "c1", "b1", &["m1"]);
+    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
+    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
+    p1.sync(&server).unwrap();
+    p2.sync(&server).unwrap();
+    assert_eq!(p1.household_ids(), {
+        let mut v = vec![moving.clone(), staying.clone()];
+        v.sort();
+        v
+    });
+    assert!(p2.household_ids().is_empty());
+
+    // m1 records offline; meanwhile the admin hands the household to m2.
+    let visit = p1.replica.record_visit(&new_visit(&moving, 1_000, "交接前的走访")).unwrap().id;
+    let issue = p1.replica.raise_issue(&new_issue(&moving, "交接前的问题")).unwrap().id;
+    admin.assign(&moving, "m2", true);
+    admin.assign(&moving, "m1", false);
+
+    // m2's next sync brings the household (without m1's offline records yet).
+    let r = p2.sync(&server).unwrap();
+    assert!(r.households_changed.contains(&moving), "{r:?}");
+    assert_eq!(p2.household_ids(), vec![moving.clone()]);
+    assert!(p2.visit_ids(&moving).is_empty());
+
+    // m1's next sync hands over the pending changes, then the household leaves the phone.
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+    assert_eq!(r.households_removed, vec![moving.clone()], "{r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty(), "nothing was left behind");
+    assert_eq!(p1.household_ids(), vec![staying.clone()]);
+    assert!(matches!(p1.replica.household(&moving), Err(Error::NotFound { .. })));
+    assert!(matches!(p1.replica.visit(&visit), Err(Error::NotFound { .. })));
+    assert!(admin.visit_ids().contains(&visit), "the visit reached the server");
+    assert_eq!(household_row(&admin, &moving)["assigned_members"], serde_json::json!(["m2"]));
+
+    // m2 receives them; a further sync of m1 changes nothing.
+    p2.sync(&server).unwrap();
+    assert_eq!(p2.visit_ids(&moving), vec![visit.clone()]);
+    assert_eq!(p2.replica.issue(&issue).unwrap().title, "交接前的问题");
+    let r = p1.sync(&server).unwrap();
+    assert!(r.households_removed.is_empty() && r.households_changed.is_empty(), "{r:?}");
+    assert_eq!(p1.household_ids(), vec![staying]);
+    // The household comes back to m1 whole if assigned again.
+    admin.assign(&moving, "m1", true);
+    p1.sync(&server).unwrap();
+    assert_eq!(p1.visit_ids(&moving), vec![visit]);
+    assert_eq!(p1.replica.household_json(&moving).unwrap(), {
+        p2.sync(&server).unwrap();
+        p2.replica.household_json(&moving).unwrap()
+    });
+    server.assert_sound();
+}
+
+#[test]
+fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.branch("b2");
+    admin.community("c1");
+    admin.community("c2");
+    admin.member("m1", "b1");
+    admin.member("m2", "b1");
+    let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
+    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
+    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
+    p1.sync(&server).unwrap();
+    p2.sync(&server).unwrap();
+
+    // ----- release ------------------------------------------------------------------------
+    // A member moves the household to another community: only coordinators may.
+    p1.replica
+        .update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
+        .unwrap();
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
+    let pending = p1.replica.pending_changes().unwrap();
+    assert_eq!(pending.len(), 1);
+    let first = pending[0].change_hash.clone();
+    assert!(pending[0].quarantine_reason.as_deref().unwrap().contains("community_id"), "{pending:?}");
+
+    // Later changes of the same device to the household depend on it: held too, each
+    // in its own sync, the second depending on the first.
+    let va = p1.replica.record_visit(&new_visit(&h, 1_000, "之后的走访一")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
+    let vb = p1.replica.record_visit(&new_visit(&h, 2_000, "之后的走访二")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
+    let pending = p1.replica.pending_changes().unwrap();
+    assert_eq!(pending.len(), 3, "the phone keeps all three: {pending:?}");
+    assert!(
+        pending[1].quarantine_reason.as_deref().unwrap().contains(&format!("depends on quarantined change {first}")),
+        "{pending:?}"
+    );
+    assert!(pending[2].quarantine_reason.as_deref().unwrap().contains("depends on quarantined change"), "{pending:?}");
+    let held = admin.quarantine(Some("held"));
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held.iter().all(|q| q["household_id"] == h.as_str() && q["member_id"] == "m1"));
+    // Nothing of it is merged: not on the server, not on m2's phone.
+    let visits = admin.visit_ids();
+    assert!(!visits.contains(&va) && !visits.contains(&vb));
+    assert_eq!(household_row(&admin, &h)["community_id"], "c1");
+    p2.sync(&server).unwrap();
+    assert!(p2.visit_ids(&h).is_empty());
+    assert_eq!(p2.replica.household(&h).unwrap().community_id, "c1");
+
+    // The admin releases the first: its dependents are released with it.
+    admin.ok(&format!("/v1/admin/quarantine/{first}/release"), serde_json::json!({}));
+    let all = admin.quarantine(None);
+    assert!(all.iter().all(|q| q["status"] == "released"), "released together: {all:?}");
+    assert_eq!(household_row(&admin, &h)["community_id"], "c2");
+    let visits = admin.visit_ids();
+    assert!(visits.contains(&va) && visits.contains(&vb), "{visits:?}");
+    // The phone is told; m2 receives everything; both converge.
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.accepted, 3, "{r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    p2.sync(&server).unwrap();
+    assert_eq!(p2.visit_ids(&h), vec![va.clone(), vb.clone()]);
+    assert_eq!(p2.replica.household(&h).unwrap().community_id, "c2");
+    assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
+
+    // ----- release checks the dependents --------------------------------------------------
+    // A dependent that breaks a rule of its own is not merged by the release: it stays
+    // held, now with its own reason.
+    p1.replica
+        .update_household(
+            &h,
+            &HouseholdUpdate { branch_id: Some("b2".into()), notes: Some("换支部".into()), ..Default::default() },
+        )
+        .unwrap();
+    let valid_later = p1.replica.record_visit(&new_visit(&h, 3_000, "合规的走访")).unwrap().id;
+    p1.replica.update_household(&h, &HouseholdUpdate { archived: Some(true), ..Default::default() }).unwrap();
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.quarantined, 3, "{r:?}");
+    let pending = p1.replica.pending_changes().unwrap();
+    let (branch_edit, archive_edit) = (pending[0].change_hash.clone(), pending[2].change_hash.clone());
+    admin.ok(&format!("/v1/admin/quarantine/{branch_edit}/release"), serde_json::json!({}));
+    let status = |hash: &str| {
+        admin.quarantine(None).into_iter().find(|q| q["hash"] == hash).unwrap_or_else(|| panic!("{hash} listed"))
+    };
+    assert_eq!(status(&branch_edit)["status"], "released");
+    assert!(admin.visit_ids().contains(&valid_later), "the valid dependent is released with it");
+    let still = status(&archive_edit);
+    assert_eq!(still["status"], "held", "a dependent breaking a rule stays held: {still}");
+    assert!(still["reason"].as_str().unwrap().contains("archived"), "with its own reason: {still}");
+    assert_eq!(household_row(&admin, &h)["archived"], false);
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+    assert_eq!(p1.replica.pending_changes().unwrap().len(), 1);
+    admin.ok(&format!("/v1/admin/quarantine/{archive_edit}/discard"), serde_json::json!({}));
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.discarded, 1, "{r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert!(!p1.replica.household(&h).unwrap().archived);
+
+    // ----- discard ------------------------------------------------------------------------
+    // Offline: a forbidden edit, then a visit that depends on it; both go in one request.
+    p1.replica.update_household(&h, &HouseholdUpdate { archived: Some(true), ..Default::default() }).unwrap();
+    let vc = p1.replica.record_visit(&new_visit(&h, 4_000, "被丢弃的走访")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 2), "{r:?}");
+    let pending = p1.replica.pending_changes().unwrap();
+    let bad = pending[0].change_hash.clone();
+    assert!(pending[1].quarantine_reason.as_deref().unwrap().contains(&bad), "{pending:?}");
+    admin.ok(&format!("/v1/admin/quarantine/{bad}/discard"), serde_json::json!({}));
+    assert_eq!(status(&bad)["status"], "discarded");
+    assert_eq!(status(&pending[1].change_hash)["status"], "discarded", "the dependent is discarded with it");
+    // Releasing or discarding again is refused.
+    let (s, _) =
+        post(&format!("{}/v1/admin/quarantine/{bad}/release", server.url), &admin.token, serde_json::json!({}));
+    assert_eq!(s, 400);
+
+    // The phone is told (ack Discarded), drops its copy and rebuilds the household from
+    // the server's: the discarded changes are gone there, nothing else is.
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.discarded, 2, "{r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    let rebuilt = p1.replica.household(&h).unwrap();
+    assert!(!rebuilt.archived);
+    assert_eq!(p1.visit_ids(&h), vec![va.clone(), vb.clone(), valid_later.clone()]);
+    assert!(matches!(p1.replica.visit(&vc), Err(Error::NotFound { .. })));
+    assert!(!admin.visit_ids().contains(&vc));
+    p2.sync(&server).unwrap();
+    assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
+    // The rebuilt household takes new changes normally.
+    let vd = p1.replica.record_visit(&new_visit(&h, 5_000, "重建之后")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (1, 0), "{r:?}");
+    assert!(admin.visit_ids().contains(&vd));
+    server.assert_sound();
+}
+
+#[test]
+fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let backup = dir.path().join("backup");
+    let admin_token = create_admin(&data);
+    let mut server = Server::start(&data);
+    let (shared, own3) = {
+        let admin = Admin { server: &server, token: admin_token.clone() };
+        admin.branch("b1");
+        admin.community("c1");
+        for m in ["m1", "m2", "m3"] {
+            admin.member(m, "b1");
+        }
+        (admin.household("共", "c1", "b1", &["m1", "m2"]), admin.household("三", "c1", "b1", &["m3"]))
+    };
+    let admin = Admin { server: &server, token: admin_token.clone() };
+    let phones: Vec<Phone> = ["m1", "m2", "m3"].iter().map(|m| Phone::new(dir.path(), m, m, admin.device(m))).collect();
+    drop(admin);
+    let (p1, p2, p3) = (&phones[0], &phones[1], &phones[2]);
+    for p in &phones {
+        p.sync(&server).unwrap();
+    }
+    let before_backup = p1.replica.record_visit(&new_visit(&shared, 1_000, "备份前")).unwrap().id;
+    p1.sync(&server).unwrap();
+    p2.sync(&server).unwrap();
+
+    // Time T: the backup (server stopped).
+    server.kill();
+    copy_dir(&data, &backup);
+    server = Server::start(&data);
+
+    // After T: acknowledged changes the backup does not hold.
+    let after1 = p1.replica.record_visit(&new_visit(&shared, 2_000, "备份后一")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!(r.accepted, 1);
+    let after2 = p2.replica.record_visit(&new_visit(&shared, 3_000, "备份后二")).unwrap().id;
+    p2.replica
+        .update_household(&shared, &HouseholdUpdate { notes: Some("备份后修改的备注".into()), ..Default::default() })
+        .unwrap();
+    let r = p2.sync(&server).unwrap();
+    assert_eq!(r.accepted, 2);
+    p1.sync(&server).unwrap();
+    // m1's next change depends on m2's.
+    let after3 = p1.replica.record_visit(&new_visit(&shared, 4_000, "备份后三")).unwrap().id;
+    p1.sync(&server).unwrap();
+    p2.sync(&server).unwrap();
+    assert!(p1.replica.pending_changes().unwrap().is_empty() && p2.replica.pending_changes().unwrap().is_empty());
+    let all_after = vec![before_backup.clone(), after1.clone(), after2.clone(), after3.clone()];
+    assert_eq!(p1.visit_ids(&shared), all_after);
+    assert_eq!(p2.visit_ids(&shared), all_after);
+
+    // The older backup is restored.
+    server.kill();
+    copy_dir(&backup, &data);
+    server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token.clone() };
+    assert_eq!(admin.visit_ids(), vec![before_backup.clone()], "the restored store is the backup");
+
+    // A phone whose position predates T syncs first and pushes several changes, so the
+    // restored change log grows past the positions the other phones hold.
+    let own: Vec<String> = (0..8)
+        .map(|i| p3.replica.record_visit(&new_visit(&own3, 10_000 + i, &format!("恢复后{i}"))).unwrap().id)
+        .collect();
+    let r = p3.sync(&server).unwrap();
+    assert_eq!(r.accepted, 8, "{r:?}");
+
+    // The phones that synced after T reconcile: they push again what the server lost
+    // (m1 first: it relays m2's changes, which wait for m2's phone) and receive what it
+    // has.
+    for _ in 0..3 {
+        for p in [p1, p2, p3] {
+            p.sync(&server).unwrap();
+        }
+    }
+    for p in &phones {
+        let pending = p.replica.pending_changes().unwrap();
+        assert!(pending.is_empty(), "everything acknowledged again: {pending:?}");
+    }
+    assert!(admin.quarantine(Some("held")).is_empty(), "nothing left held: {:?}", admin.quarantine(None));
+    let mut expected = all_after.clone();
+    expected.extend(own.iter().cloned());
+    let mut on_server = admin.visit_ids();
+    let total = on_server.len();
+    on_server.sort();
+    on_server.dedup();
+    assert_eq!(on_server.len(), total, "no visit twice");
+    expected.sort();
+    assert_eq!(on_server, expected, "nothing lost on either side");
+    assert_eq!(p1.replica.household_json(&shared).unwrap(), p2.replica.household_json(&shared).unwrap());
+    assert_eq!(p1.replica.household(&shared).unwrap().notes, "备份后修改的备注");
+    assert_eq!(household_row(&admin, &shared)["visits"], 4);
+    assert_eq!(p1.visit_ids(&shared), all_after);
+    assert_eq!(p2.visit_ids(&shared), all_after);
+    assert_eq!(p3.visit_ids(&own3), own);
+    drop(admin);
+    server.assert_sound();
+}
