@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{ActorId, Change, ChangeHash};
 
-use crate::document::{Author, HouseholdDocument, Scope, View};
+use crate::document::{decode_change, Author, HouseholdDocument, Scope, View};
 use crate::error::{Error, Result};
 use crate::exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 use crate::listener::{ChangeEvent, ChangeListener, ChangeOrigin, Listeners, Subscription};
@@ -469,7 +469,7 @@ impl Replica {
             }
             let mut changes = Vec::with_capacity(batch.changes.len());
             for (i, bytes) in batch.changes.iter().enumerate() {
-                changes.push(Change::from_bytes(bytes.clone()).map_err(|e| {
+                changes.push(decode_change(bytes.clone()).map_err(|e| {
                     Error::invalid(
                         format!("住户 {} 的第 {} 个变更无法解码", batch.household_id, i + 1),
                         format!("change {} of household {} cannot be decoded: {e}", i + 1, batch.household_id),

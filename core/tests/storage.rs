@@ -183,6 +183,13 @@ fn bad_input_is_refused_with_a_readable_error_and_changes_nothing() {
     let g = r.household(&h).unwrap().guardians[0].id.clone();
     assert!(matches!(r.update_guardian(&h, &g, &bad_phone).unwrap_err(), Error::InvalidInput { .. }));
 
+    // A change with one flipped bit (its checksum no longer matches): refused.
+    let mut flipped = r.export_changes(&[]).unwrap();
+    let last = flipped[0].changes[0].len() - 1;
+    flipped[0].changes[0][last] ^= 0x01;
+    let err = replica(&dir, "c", "m-c").import_changes(&flipped).unwrap_err();
+    assert!(err.to_string().contains("cannot be decoded"), "{err}");
+
     // Garbage from a peer: refused whole, nothing stored.
     let good = r.export_changes(&[]).unwrap();
     let mut batches = good.clone();

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use automerge::Change;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use doorstep_core::document::decode_change;
 use doorstep_core::sync::protocol::{self, SyncRequest};
 use doorstep_core::NewHousehold;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -164,20 +164,9 @@ async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result
         if pushed.household_id.trim().is_empty() {
             return Err(ServerError::BadRequest(format!("change {} has no household id", i + 1)));
         }
-        let change = Change::from_bytes(pushed.bytes.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                // `from_bytes` does not check the chunk's checksum (the first 4 bytes of its
-                // hash): a corrupted change would otherwise be merged under a new hash.
-                if c.raw_bytes().get(4..8) == Some(&c.hash().0[..4]) {
-                    Ok(c)
-                } else {
-                    Err("checksum mismatch".to_string())
-                }
-            })
-            .map_err(|e| {
-                ServerError::BadRequest(format!("第 {} 个变更无法解码 / change {} cannot be decoded: {e}", i + 1, i + 1))
-            })?;
+        let change = decode_change(pushed.bytes.clone()).map_err(|e| {
+            ServerError::BadRequest(format!("第 {} 个变更无法解码 / change {} cannot be decoded: {e}", i + 1, i + 1))
+        })?;
         changes.push((pushed.household_id.clone(), change));
     }
     let pushed = changes.len();

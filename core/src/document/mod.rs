@@ -53,6 +53,17 @@ fn read_note(message: Option<&str>) -> (String, String, String) {
         .unwrap_or_else(|| (String::new(), String::new(), message.unwrap_or_default().to_string()))
 }
 
+/// Decode an Automerge change from untrusted bytes, strictly: `Change::from_bytes` does
+/// not verify the chunk's checksum (the first 4 bytes of its hash), so a corrupted change
+/// would otherwise be accepted under a new hash.
+pub fn decode_change(bytes: Vec<u8>) -> std::result::Result<Change, String> {
+    let change = Change::from_bytes(bytes).map_err(|e| e.to_string())?;
+    if change.raw_bytes().get(4..8) != Some(&change.hash().0[..4]) {
+        return Err("checksum mismatch".to_string());
+    }
+    Ok(change)
+}
+
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

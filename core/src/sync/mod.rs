@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use automerge::{Change, ChangeHash};
 
-use crate::document::HouseholdDocument;
+use crate::document::{decode_change, HouseholdDocument};
 use crate::error::{Error, Result};
 use crate::exchange::ImportReport;
 use crate::listener::{ChangeEvent, ChangeOrigin};
@@ -132,7 +132,7 @@ impl Replica {
                         .map_err(|e| bad(e.to_string()))?;
                     changes.extend(doc.changes_since(&[]));
                 } else {
-                    changes.push(Change::from_bytes(chunk.to_vec()).map_err(|e| bad(e.to_string()))?);
+                    changes.push(decode_change(chunk.to_vec()).map_err(bad)?);
                 }
             }
             decoded.push((data.household_id.clone(), changes));
