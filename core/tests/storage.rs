@@ -299,11 +299,16 @@ fn overdue_and_overview_count_from_projections() {
     later.due_on = Some("2027-03-01".into());
     r.raise_issue(&later).unwrap();
     let done = r.raise_issue(&new_issue(&h2)).unwrap().id;
+    let mut undated = new_issue(&h2);
+    undated.due_on = None;
+    let undated = r.raise_issue(&undated).unwrap().id;
+    r.transition_issue(&undated, &IssueStatus::Closed, "").unwrap_err();
+    r.transition_issue(&undated, &IssueStatus::Acknowledged, "已知悉").unwrap();
     r.transition_issue(&done, &IssueStatus::Resolved, "已解决").unwrap();
 
     let overdue = r.overdue_issues("2026-12-10").unwrap();
     assert_eq!(overdue.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec![late.as_str()]);
-    assert_eq!(r.open_issues().unwrap().len(), 2);
+    assert_eq!(r.open_issues().unwrap().len(), 3);
     assert!(r.overdue_issues("12/10/2026").is_err());
 
     let overview = r.overview("2026-12-10").unwrap();
@@ -311,6 +316,10 @@ fn overdue_and_overview_count_from_projections() {
     assert_eq!((pingxi.households, pingxi.visited_households, pingxi.visits), (1, 1, 1));
     assert_eq!((pingxi.open_issues, pingxi.overdue_issues), (1, 1));
     let xiabei = overview.iter().find(|o| o.community_id == "c-夏北").unwrap();
-    assert_eq!((xiabei.households, xiabei.visited_households, xiabei.open_issues, xiabei.overdue_issues), (1, 0, 1, 0));
-    assert_eq!(xiabei.issues_by_status, vec![(IssueStatus::Open, 1), (IssueStatus::Resolved, 1)]);
+    assert_eq!((xiabei.households, xiabei.visited_households, xiabei.open_issues, xiabei.overdue_issues), (1, 0, 2, 0));
+    assert_eq!(
+        xiabei.issues_by_status,
+        vec![(IssueStatus::Open, 1), (IssueStatus::Acknowledged, 1), (IssueStatus::Resolved, 1)],
+        "an undated open problem counts as open, never as overdue"
+    );
 }

@@ -233,7 +233,7 @@ impl Store {
         }
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT h.community_id, i.status, count(*),
-                    sum(i.status IN ({OVERDUE_STATUSES}) AND i.due_on < ?1)
+                    count(*) FILTER (WHERE i.status IN ({OVERDUE_STATUSES}) AND i.due_on < ?1)
              FROM issues i JOIN households h ON h.id = i.household_id
              WHERE NOT i.deleted
              GROUP BY h.community_id, i.status"
