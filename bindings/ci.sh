@@ -6,8 +6,11 @@
 #      scripts/test.sh makes. A narrower `cargo build -p doorstep-bindings` would resolve
 #      other features for tokio, reqwest, serde_json... and compile the core a second time.
 #      (bindings/tests/generator.rs makes cargo test build the uniffi-bindgen binary.)
+#      The same build makes target/debug/doorstep-server (the server's integration tests
+#      need the binary), which the sync tests start as a real process.
 #   2. generate the Kotlin, Swift and Python bindings from that library,
-#   3. run the JUnit suite (Maven, local repo ~/.m2) and the pytest suite against it.
+#   3. run the JUnit suite (Maven, local repo ~/.m2) and the pytest suite against it, with
+#      that server binary (-Ddoorstep.server.bin= for Maven, DOORSTEP_SERVER_BIN for pytest).
 # Exits non-zero on the first failure. .ci/run calls it: `bash bindings/ci.sh`.
 set -euo pipefail
 
@@ -27,6 +30,10 @@ fi
 step "build: cargo test --workspace --all-targets --no-run (the build scripts/test.sh uses)"
 (cd "$root" && cargo test --workspace --all-targets --no-run)
 
+server_bin="${CARGO_TARGET_DIR:-$root/target}/debug/doorstep-server"
+[ -x "$server_bin" ] || { echo "bindings/ci.sh: $server_bin was not built" >&2; exit 1; }
+export DOORSTEP_SERVER_BIN="$server_bin"
+
 step "generate Kotlin, Swift, Python from that library"
 "$here/generate.sh" --no-build debug
 lib_dir="$here/generated/lib/debug"   # the library the bindings were generated from
@@ -35,7 +42,8 @@ step "Kotlin: mvn test (JUnit on the JVM, real library from $lib_dir)"
 reports="$here/kotlin/target/surefire-reports"
 rm -rf "$reports"
 kotlin_status=0
-(cd "$here/kotlin" && mvn -B -q -Dstyle.color=never test -Ddoorstep.lib.dir="$lib_dir") || kotlin_status=$?
+(cd "$here/kotlin" && mvn -B -q -Dstyle.color=never test -Ddoorstep.lib.dir="$lib_dir" \
+    -Ddoorstep.server.bin="$server_bin") || kotlin_status=$?
 # -q hides Surefire's summary; count from its reports.
 python3 - "$reports" <<'PY'
 import sys, glob, xml.etree.ElementTree as ET
@@ -48,7 +56,7 @@ print(f"kotlin: {t} passed, {f} failed")
 PY
 [ "$kotlin_status" -eq 0 ] || { echo "bindings/ci.sh: Kotlin tests failed" >&2; exit "$kotlin_status"; }
 
-step "Python: pytest"
+step "Python: pytest (server: \$DOORSTEP_SERVER_BIN)"
 (cd "$here/python" && python3 -m pytest -q -p no:cacheprovider tests)
 
 step "done"

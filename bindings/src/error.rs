@@ -28,10 +28,11 @@ pub enum DoorstepError {
     #[error("{0}")]
     CorruptHousehold(String),
     /// The sync server could not be reached (offline, timeout, connection cut); nothing
-    /// was lost. (Raised by sync, which the sync issue adds to this facade.)
+    /// was lost: the next sync delivers what is pending.
     #[error("{0}")]
     Network(String),
-    /// The sync server refused the request or answered with an error.
+    /// The sync server refused the request or answered with an error (e.g. 401: a missing,
+    /// wrong or revoked device token); nothing was lost.
     #[error("{0}")]
     Server(String),
     /// The replica file could not be read or written.

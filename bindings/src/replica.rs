@@ -15,26 +15,23 @@ fn convert<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
 
 /// A member's offline replica of their households, in one SQLite file.
 ///
-/// Safe to share between threads (UI reads while a background job writes); calls are
-/// serialised inside. **Every method blocks** until its SQLite transaction has committed
-/// (or, for reads, until the data is loaded): call them off the UI thread. The Kotlin
-/// layer `app.doorstep.DoorstepReplica` does this with `Dispatchers.IO` and suspend
-/// functions.
+/// Safe to share between threads (UI reads while a background job writes or a sync
+/// runs); calls are serialised inside. **Every method except `sync` blocks** until its
+/// SQLite transaction has committed (or, for reads, until the data is loaded): call them
+/// off the UI thread. The Kotlin layer `app.doorstep.DoorstepReplica` does this with
+/// `Dispatchers.IO` and suspend functions. `sync` is async and never blocks its caller.
 ///
 /// Destroying the object (Kotlin `close()`, Swift deinit) closes the file once no call is
 /// running and no other reference is held.
 #[derive(uniffi::Object)]
 pub struct Replica {
-    // An `Arc` so that work can outlive one call's borrow of `self`: the sync issue adds
-    // `#[uniffi::export(async_runtime = "tokio")] impl Replica { pub async fn sync(&self,
-    // server_url: String, device_token: String) -> Result<SyncReport> }` in its own impl
-    // block, running the network on a static tokio runtime and the replica calls on
-    // `spawn_blocking` with a clone of this `Arc`.
+    // An `Arc` so that work can outlive one call's borrow of `self`: `sync` (src/sync.rs)
+    // spawns the core's sync on the tokio runtime with a clone of it.
     core: Arc<dc::Replica>,
 }
 
 impl Replica {
-    /// The core replica, for Rust callers (e.g. the future sync code in this crate).
+    /// The core replica, for Rust callers (and `sync` in this crate).
     pub fn core(&self) -> &Arc<dc::Replica> {
         &self.core
     }

@@ -56,6 +56,11 @@ fn generates_kotlin_and_python_with_flat_readable_errors() {
     // Flat error: `message` is the Rust Display text, not a list of fields.
     assert!(kotlin.contains("class NotFound(message: String) : DoorstepException(message)"));
     assert!(kotlin.contains("interface ChangeListener"));
+    // `sync` is async on tokio: a suspend function, with default options.
+    assert!(kotlin.contains(
+        "suspend fun `sync`(`serverUrl`: kotlin.String, `deviceToken`: kotlin.String, `options`: SyncOptions = SyncOptions())"
+    ));
     let python = std::fs::read_to_string(out.path().join("python/doorstep.py")).unwrap();
     assert!(python.contains("class DoorstepError(Exception)"));
+    assert!(python.contains("async def sync(self, server_url: str,device_token: str,"));
 }

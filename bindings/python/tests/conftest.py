@@ -44,3 +44,34 @@ def new_household():
         )
 
     return make
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real doorstep-server on 127.0.0.1 (port chosen by the OS), killed after the test."""
+    from live_server import Server
+
+    running = Server(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def district(server):
+    """One branch, one community, two members sharing one household, a device each."""
+
+    class District:
+        pass
+
+    d = District()
+    d.server = server
+    server.branch("b-3")
+    server.community("c-pingzhou")
+    server.member("m-zhang", "张老师", "b-3")
+    server.member("m-li", "李老师", "b-3")
+    d.household = server.household("王", "c-pingzhou", "b-3", ["m-zhang", "m-li"])
+    d.zhang = server.device("m-zhang")
+    d.li = server.device("m-li")
+    return d

@@ -55,6 +55,16 @@ fn network(e: reqwest::Error) -> Error {
     Error::Network { reason }
 }
 
+/// The text of an error answer: the server sends `{"error": "<bilingual text>"}`; anything
+/// else (a proxy's page, plain text) is shown as it is.
+fn server_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| json.get("error")?.as_str().map(|t| t.trim().to_string()))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}
+
 /// Sync `replica` with the server at `server_url` (e.g. `https://doorstep.example.org`)
 /// using the device's token.
 pub async fn sync(replica: &Replica, server_url: &str, device_token: &str, options: &SyncOptions) -> Result<SyncReport> {
@@ -78,8 +88,7 @@ pub async fn sync(replica: &Replica, server_url: &str, device_token: &str, optio
         report.bytes_received += bytes.len() as u64;
         report.round_trips += 1;
         if !status.is_success() {
-            let message = String::from_utf8_lossy(&bytes).trim().to_string();
-            return Err(Error::Server { status: status.as_u16(), message });
+            return Err(Error::Server { status: status.as_u16(), message: server_message(&bytes) });
         }
         let response = SyncResponse::decode(&bytes, MAX_RESPONSE_BYTES)
             .map_err(|e| Error::Server { status: status.as_u16(), message: format!("unreadable response: {e}") })?;
@@ -94,5 +103,18 @@ pub async fn sync(replica: &Replica, server_url: &str, device_token: &str, optio
             report.households_changed.dedup();
             return Ok(report);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_message;
+
+    #[test]
+    fn error_answers_show_the_server_text_not_its_json() {
+        let json = r#"{"error":"未登录或凭证无效 / missing, wrong or revoked token"}"#;
+        assert_eq!(server_message(json.as_bytes()), "未登录或凭证无效 / missing, wrong or revoked token");
+        assert_eq!(server_message(b"length limit exceeded\n"), "length limit exceeded");
+        assert_eq!(server_message(br#"{"error":""}"#), r#"{"error":""}"#);
     }
 }

@@ -22,8 +22,11 @@ import app.doorstep.ffi.NewHousehold
 import app.doorstep.ffi.NewIssue
 import app.doorstep.ffi.NewStudent
 import app.doorstep.ffi.NewVisit
+import app.doorstep.ffi.PendingChange
 import app.doorstep.ffi.Replica
 import app.doorstep.ffi.SubscriptionHandle
+import app.doorstep.ffi.SyncOptions
+import app.doorstep.ffi.SyncReport
 import app.doorstep.ffi.Visit
 import app.doorstep.ffi.VisitUpdate
 import kotlinx.coroutines.CoroutineDispatcher
@@ -38,7 +41,8 @@ import kotlinx.coroutines.withContext
 /**
  * The member's offline replica for Kotlin callers: every call is a `suspend` function that
  * runs the blocking native call on [io] (by default [Dispatchers.IO]), so the UI thread never
- * waits for SQLite. Failures throw [DoorstepException] subclasses (`NotFound`,
+ * waits for SQLite. [sync] is native-async: it suspends while the library's own thread talks
+ * to the server, and the other functions stay usable meanwhile. Failures throw [DoorstepException] subclasses (`NotFound`,
  * `InvalidInput`, `InvalidTransition`, `CorruptHousehold`, `Network`, `Server`, `Storage`)
  * whose `message` is the core's bilingual text, e.g. `未找到住户：h-1 / household not found: h-1`.
  *
@@ -114,6 +118,27 @@ class DoorstepReplica(
     suspend fun exportChanges(peerHeads: List<HouseholdHeads>): List<HouseholdChanges> =
         call { exportChanges(peerHeads) }
     suspend fun importChanges(changes: List<HouseholdChanges>): ImportReport = call { importChanges(changes) }
+
+    // ----- sync with the server -----
+
+    /**
+     * Sync with the server at [serverUrl] using the device token the phone received at
+     * enrolment: hand over what was recorded here, receive what changed for this member's
+     * households. Safe to call from any dispatcher, the main one included: the network and
+     * the SQLite work run on the library's tokio thread, not on the caller's thread nor on
+     * [io], and the coroutine suspends meanwhile. Other calls (list screens, new visits) run
+     * normally while a sync is in progress.
+     *
+     * Throws [DoorstepException.Network] (offline, timeout: [SyncOptions.timeoutSeconds]) or
+     * [DoorstepException.Server] (e.g. 401 for a wrong or revoked token), with a readable
+     * `message`; nothing is lost, [pendingChanges] still lists what was not delivered.
+     * Cancelling the coroutine stops the sync at its next network wait, also without loss.
+     */
+    suspend fun sync(serverUrl: String, deviceToken: String, options: SyncOptions = SyncOptions()): SyncReport =
+        ffi.sync(serverUrl, deviceToken, options) // already a suspend function that does not block
+
+    /** Local changes the server has not acknowledged yet, with quarantine reasons. */
+    suspend fun pendingChanges(): List<PendingChange> = call { pendingChanges() }
 
     // ----- notifications -----
 
