@@ -6,21 +6,6 @@ mod support;
 use doorstep_core::*;
 use support::*;
 
-fn visit(household: &str, at: i64, notes: &str) -> NewVisit {
-    NewVisit {
-        household_id: household.into(),
-        visitors: vec![],
-        started_at_ms: at,
-        ended_at_ms: Some(at + 1_800_000),
-        mode: VisitMode::InPerson,
-        people_met: vec!["母亲".into()],
-        topics: vec![VisitTopic::EnrolmentPolicy],
-        notes: notes.into(),
-        follow_up_on: None,
-        location: None,
-    }
-}
-
 #[test]
 fn three_phones_record_offline_sync_in_random_orders_and_converge() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,9 +39,9 @@ fn three_phones_record_offline_sync_in_random_orders_and_converge() {
 
     // Offline: m1 and m2 both visit the shared household and edit the same note;
     // m1 raises an issue; m3 visits their own.
-    let v1 = phones[0].replica.record_visit(&visit(&shared, 1_000, "张老师上门")).unwrap().id;
-    let v2 = phones[1].replica.record_visit(&visit(&shared, 2_000, "李老师电话")).unwrap().id;
-    phones[0].replica.record_visit(&visit(&own1, 3_000, "走访")).unwrap();
+    let v1 = phones[0].replica.record_visit(&new_visit(&shared, 1_000, "张老师上门")).unwrap().id;
+    let v2 = phones[1].replica.record_visit(&new_visit(&shared, 2_000, "李老师电话")).unwrap().id;
+    phones[0].replica.record_visit(&new_visit(&own1, 3_000, "走访")).unwrap();
     let issue = phones[0].replica.raise_issue(&NewIssue {
         household_id: shared.clone(),
         visit_id: Some(v1.clone()),
@@ -67,7 +52,7 @@ fn three_phones_record_offline_sync_in_random_orders_and_converge() {
         assignee: None,
         due_on: Some("2026-12-01".into()),
     }).unwrap().id;
-    phones[2].replica.record_visit(&visit(&own3, 4_000, "走访")).unwrap();
+    phones[2].replica.record_visit(&new_visit(&own3, 4_000, "走访")).unwrap();
 
     // Random orders, several rounds.
     let mut seed = 0x2545F4914F6CDD1Du64;
