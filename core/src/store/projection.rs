@@ -186,19 +186,19 @@ impl Store {
         let rows = match filter {
             IssueFilter::Open => self
                 .conn
-                .prepare_cached(&format!("{select} AND status IN ({OVERDUE_STATUSES}) ORDER BY due_on IS NULL, due_on, raised_at"))?
+                .prepare_cached(&format!("{select} AND status IN ({OVERDUE_STATUSES}) ORDER BY due_on IS NULL, due_on, raised_at, id"))?
                 .query_map([], issue_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             IssueFilter::OverdueOn(day) => self
                 .conn
                 .prepare_cached(&format!(
-                    "{select} AND status IN ({OVERDUE_STATUSES}) AND due_on < ?1 ORDER BY due_on, raised_at"
+                    "{select} AND status IN ({OVERDUE_STATUSES}) AND due_on < ?1 ORDER BY due_on, raised_at, id"
                 ))?
                 .query_map([day], issue_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             IssueFilter::Household(h) => self
                 .conn
-                .prepare_cached(&format!("{select} AND household_id = ?1 ORDER BY raised_at"))?
+                .prepare_cached(&format!("{select} AND household_id = ?1 ORDER BY raised_at, id"))?
                 .query_map([h], issue_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
         };
