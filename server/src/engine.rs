@@ -180,10 +180,14 @@ pub struct Documents<'a> {
 
 impl Documents<'_> {
     /// The working copy of a household's document (loaded on first use).
+    ///
+    /// A cached document is moved, not cloned, into the working set: `keep` puts it back
+    /// if the transaction commits; if it rolls back, the document is dropped with the
+    /// working set and the next use loads it from the store.
     fn get(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<&mut HouseholdDocument>> {
         if !self.working.contains_key(household_id) {
-            let doc = match self.cache.get(household_id) {
-                Some(doc) => doc.clone(),
+            let doc = match self.cache.remove(household_id) {
+                Some(doc) => doc,
                 None => match tx.document(household_id)? {
                     Some(bytes) => HouseholdDocument::load(household_id, &bytes, self.actor)?,
                     None => return Ok(None),

@@ -72,7 +72,13 @@ CREATE TABLE quarantine (
 CREATE INDEX quarantine_device ON quarantine (device_id, status);
 ";
 
-const SERVER_MIGRATIONS: &[&str] = &[SERVER_V1];
+/// A member's households (`households_in_scope`, twice per sync) without scanning every
+/// assignment: the projection's primary key starts with the household.
+const SERVER_V2: &str = "
+CREATE INDEX IF NOT EXISTS household_members_member ON household_members (member_id, household_id);
+";
+
+const SERVER_MIGRATIONS: &[&str] = &[SERVER_V1, SERVER_V2];
 
 pub struct SqliteStore {
     store: Store,
