@@ -376,7 +376,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
             match theirs.get(household_id.as_str()) {
                 None => response.data.push(HouseholdData {
                     household_id: household_id.clone(),
-                    chunks: vec![serde_bytes::ByteBuf::from(doc.save())],
+                    chunks: vec![serde_bytes::ByteBuf::from(doc.save_uncompressed())],
                     whole: true,
                 }),
                 Some(heads) => {
@@ -412,7 +412,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
         whole.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
         for household_id in whole {
             let Some(doc) = docs.get(tx, household_id)? else { continue };
-            let saved = doc.save();
+            let saved = doc.save_uncompressed();
             if !response.data.is_empty() && bytes + saved.len() > budget {
                 response.more = true;
                 break;

@@ -205,6 +205,12 @@ impl HouseholdDocument {
         self.doc.save()
     }
 
+    /// The whole document without Automerge's per-column compression, for sending in a
+    /// message that is compressed as a whole (smaller than `save` once compressed).
+    pub fn save_uncompressed(&mut self) -> Vec<u8> {
+        self.doc.save_nocompress()
+    }
+
     /// The changes made after `heads`, as bytes that `load` accepts after a snapshot.
     pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
         self.doc.save_after(heads)
@@ -243,6 +249,9 @@ impl HouseholdDocument {
             }
             applied += ready.len();
             self.doc.apply_changes(ready).map_err(|e| corrupt(&self.id, e))?;
+            // automerge 0.12 records patch events while applying even with patches off, and
+            // never drops them (~25 KB per change, copied by every clone): drop them.
+            self.doc.reset_diff_cursor();
         }
     }
 
