@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use doorstep_core::document::decode_change;
 use doorstep_core::sync::protocol::{self, SyncRequest};
 use doorstep_core::NewHousehold;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
 use crate::admin;
@@ -22,6 +22,7 @@ use crate::config::Limits;
 use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
 use crate::org::{Branch, Community, Member, Role};
+use crate::store::sqlite::member_by_token;
 use crate::store::QuarantineStatus;
 use crate::writer::Writer;
 
@@ -107,33 +108,7 @@ fn bearer(headers: &HeaderMap) -> Result<String> {
 pub async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
     let token_hash = hash_secret(&bearer(headers)?);
     app.readers
-        .read(move |conn| {
-            let member_id: Option<String> = conn
-                .query_row(
-                    "SELECT member_id FROM devices WHERE token_hash = ?1 AND revoked_at IS NULL",
-                    [&token_hash],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let member_id = member_id.ok_or(ServerError::Unauthorized)?;
-            conn.query_row(
-                "SELECT id, name, role, branch_id, scope_branches, scope_communities FROM members WHERE id = ?1",
-                [&member_id],
-                |r| {
-                    let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
-                    Ok(Member {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        role: Role::parse(&r.get::<_, String>(2)?).unwrap_or(Role::Member),
-                        branch_id: r.get(3)?,
-                        scope_branches: list(r.get(4)?),
-                        scope_communities: list(r.get(5)?),
-                    })
-                },
-            )
-            .optional()?
-            .ok_or(ServerError::Unauthorized)
-        })
+        .read(move |conn| member_by_token(conn, &token_hash)?.ok_or(ServerError::Unauthorized))
         .await
 }
 

@@ -142,6 +142,20 @@ impl ServerStore for SqliteStore {
     }
 }
 
+const MEMBER_COLUMNS: &str = "id, name, role, branch_id, scope_branches, scope_communities";
+
+/// The member behind an enrolled, unrevoked device's token; used by request
+/// authentication on read-only connections as well as inside write transactions.
+pub fn member_by_token(conn: &rusqlite::Connection, token_hash: &str) -> Result<Option<Member>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members
+             WHERE id = (SELECT member_id FROM devices WHERE token_hash = ?1 AND revoked_at IS NULL)"
+        ))?
+        .query_row([token_hash], member_row)
+        .optional()?)
+}
+
 fn member_row(r: &Row<'_>) -> rusqlite::Result<Member> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
         let s: String = r.get(i)?;
@@ -249,17 +263,13 @@ impl WriteTx for SqliteTx<'_> {
     fn member(&self, id: &str) -> Result<Option<Member>> {
         Ok(self
             .conn()
-            .prepare_cached(
-                "SELECT id, name, role, branch_id, scope_branches, scope_communities FROM members WHERE id = ?1",
-            )?
+            .prepare_cached(&format!("SELECT {MEMBER_COLUMNS} FROM members WHERE id = ?1"))?
             .query_row([id], member_row)
             .optional()?)
     }
 
     fn members(&self) -> Result<Vec<Member>> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT id, name, role, branch_id, scope_branches, scope_communities FROM members ORDER BY id",
-        )?;
+        let mut stmt = self.conn().prepare_cached(&format!("SELECT {MEMBER_COLUMNS} FROM members ORDER BY id"))?;
         let rows = stmt.query_map([], member_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
