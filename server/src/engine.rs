@@ -340,15 +340,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
     // ----- pushes ------------------------------------------------------------------------
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
     let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
-    let mut acks = Vec::with_capacity(job.changes.len());
-    for (household_id, change) in &job.changes {
-        let hash = change.hash().to_string();
-        let outcome = push_one(tx, docs, &device, &member, household_id, change, &in_scope, &held)?;
-        if let Outcome::Quarantined { reason } = &outcome {
-            tracing::info!(%hash, household = %household_id, member = %member.id, %reason, "change quarantined");
-        }
-        acks.push(Ack { hash: change.hash().0, outcome });
-    }
+    let acks = push_all(tx, docs, &device, &member, &job.changes, &in_scope, &held)?;
 
     // ----- pulls -------------------------------------------------------------------------
     let new_grant = grant + 1;
@@ -469,69 +461,122 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
     Ok(response)
 }
 
-/// Check and merge one pushed change, or quarantine it. Never drops it silently.
+/// Check and merge a request's pushed changes, or quarantine them; never drop one
+/// silently. The changes to one household are checked in order against one working copy
+/// of its document, which is then stored once (one increment, one projection update).
+/// Acknowledgements come back in the request's order.
+fn push_all(
+    tx: &impl WriteTx,
+    docs: &mut Documents<'_>,
+    device: &Device,
+    member: &Member,
+    changes: &[(String, Change)],
+    in_scope: &HashSet<String>,
+    held: &HashSet<String>,
+) -> Result<Vec<Ack>> {
+    let mut by_household: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (household_id, _)) in changes.iter().enumerate() {
+        by_household.entry(household_id).or_default().push(i);
+    }
+    let mut acks: Vec<(usize, Ack)> = Vec::with_capacity(changes.len());
+    for (household_id, indices) in by_household {
+        let mut merging: Option<Merging> = None;
+        for i in indices {
+            let change = &changes[i].1;
+            let hash = change.hash().to_string();
+            let outcome = if tx.has_change(&hash)? {
+                Outcome::Accepted
+            } else if let Some(q) = tx.quarantined_change(&hash)? {
+                // Decided or re-checked on its own, against the document as merged so far.
+                if let Some(m) = merging.take() {
+                    m.finish(tx, docs)?;
+                }
+                repushed_quarantined(tx, docs, device, member, household_id, change, q, in_scope, held)?
+            } else {
+                let mut verdict = precheck(tx, member, household_id, change, in_scope, held)?;
+                if verdict.is_none() && merging.is_none() {
+                    merging = Merging::begin(tx, docs, household_id)?;
+                }
+                if verdict.is_none() {
+                    verdict = match &mut merging {
+                        Some(m) => m.try_merge(change, member)?,
+                        None => Some(no_household(household_id)),
+                    };
+                }
+                match verdict {
+                    None => {
+                        tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
+                        Outcome::Accepted
+                    }
+                    Some(reason) => {
+                        tracing::info!(%hash, household = %household_id, member = %member.id, %reason, "change quarantined");
+                        tx.quarantine(&QuarantinedChange {
+                            hash,
+                            household_id: household_id.to_string(),
+                            device_id: device.id.clone(),
+                            member_id: member.id.clone(),
+                            reason: reason.clone(),
+                            at_ms: now_ms(),
+                            status: QuarantineStatus::Held,
+                            bytes: change.raw_bytes().to_vec(),
+                        })?;
+                        Outcome::Quarantined { reason }
+                    }
+                }
+            };
+            acks.push((i, Ack { hash: change.hash().0, outcome }));
+        }
+        if let Some(m) = merging {
+            m.finish(tx, docs)?;
+        }
+    }
+    acks.sort_by_key(|(i, _)| *i);
+    Ok(acks.into_iter().map(|(_, ack)| ack).collect())
+}
+
+/// A change the server already holds in quarantine, pushed again.
 #[allow(clippy::too_many_arguments)]
-fn push_one(
+fn repushed_quarantined(
     tx: &impl WriteTx,
     docs: &mut Documents<'_>,
     device: &Device,
     member: &Member,
     household_id: &str,
     change: &Change,
+    q: QuarantinedChange,
     in_scope: &HashSet<String>,
     held: &HashSet<String>,
 ) -> Result<Outcome> {
-    let hash = change.hash().to_string();
-    if tx.has_change(&hash)? {
-        return Ok(Outcome::Accepted);
-    }
-    if let Some(q) = tx.quarantined_change(&hash)? {
-        return Ok(match q.status {
-            // Held, and pushed again: checked again, as this pusher. A reconciliation makes
-            // phones push every change the server lacks, other members' too: one relayed by
-            // a phone that may not make it is held until its author's phone pushes it.
-            QuarantineStatus::Held if q.household_id == household_id => {
-                match check_push(tx, docs, member, household_id, change, in_scope, held)? {
-                    None => {
-                        tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
-                        tx.set_quarantine_status(&hash, QuarantineStatus::Released, &member.id, now_ms())?;
-                        recheck_dependents(tx, docs, &hash, &member.id)?;
-                        Outcome::Accepted
-                    }
-                    Some(_) => Outcome::Quarantined { reason: q.reason },
+    let hash = &q.hash;
+    Ok(match q.status {
+        // Held, and pushed again: checked again, as this pusher. A reconciliation makes
+        // phones push every change the server lacks, other members' too: one relayed by
+        // a phone that may not make it is held until its author's phone pushes it.
+        QuarantineStatus::Held if q.household_id == household_id => {
+            match check_push(tx, docs, member, household_id, change, in_scope, held)? {
+                None => {
+                    tx.append_change(household_id, hash, Some(&device.id), change.raw_bytes(), now_ms())?;
+                    tx.set_quarantine_status(hash, QuarantineStatus::Released, &member.id, now_ms())?;
+                    recheck_dependents(tx, docs, hash, &member.id)?;
+                    Outcome::Accepted
                 }
+                Some(_) => Outcome::Quarantined { reason: q.reason },
             }
-            QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason },
-            QuarantineStatus::Released => Outcome::Accepted,
-            QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason },
-        });
-    }
-    match check_push(tx, docs, member, household_id, change, in_scope, held)? {
-        None => {
-            tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
-            Ok(Outcome::Accepted)
         }
-        Some(reason) => {
-            tx.quarantine(&QuarantinedChange {
-                hash,
-                household_id: household_id.to_string(),
-                device_id: device.id.clone(),
-                member_id: member.id.clone(),
-                reason: reason.clone(),
-                at_ms: now_ms(),
-                status: QuarantineStatus::Held,
-                bytes: change.raw_bytes().to_vec(),
-            })?;
-            Ok(Outcome::Quarantined { reason })
-        }
-    }
+        QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason },
+        QuarantineStatus::Released => Outcome::Accepted,
+        QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason },
+    })
 }
 
-/// `None` when the change was merged into the working document (and stored); otherwise
-/// why it must be quarantined.
-fn check_push(
+fn no_household(household_id: &str) -> String {
+    format!("服务器上没有该住户 / household {household_id} does not exist on the server")
+}
+
+/// Why `change` must be quarantined before it is even applied: the household is outside
+/// the member's scope, or the change depends on one the server has not merged.
+fn precheck(
     tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
     member: &Member,
     household_id: &str,
     change: &Change,
@@ -553,21 +598,77 @@ fn check_push(
             _ => format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"),
         }));
     }
-    let Some(doc) = docs.get(tx, household_id)? else {
-        return Ok(Some(format!("服务器上没有该住户 / household {household_id} does not exist on the server")));
-    };
-    let mut trial = doc.clone();
-    let before = trial.heads();
-    if let Err(e) = trial.apply(vec![change.clone()]) {
-        return Ok(Some(format!("变更无法合并 / the change cannot be merged: {e}")));
-    }
-    let scope = match check_change(&trial, change, member) {
-        Ok(scope) => scope,
-        Err(reason) => return Ok(Some(reason)),
-    };
-    let increment = trial.save_after(&before);
-    let view = trial.view(&scope)?;
-    tx.save_document(&mut trial, &increment, &view)?;
-    *doc = trial;
     Ok(None)
+}
+
+/// Changes to one household being checked and merged together: a working copy of its
+/// document, stored once by `finish`.
+struct Merging {
+    household_id: String,
+    doc: HouseholdDocument,
+    before: Vec<ChangeHash>,
+    /// The records the merged changes touched; `None` while nothing was merged.
+    touched: Option<Scope>,
+}
+
+impl Merging {
+    fn begin(tx: &impl WriteTx, docs: &mut Documents<'_>, household_id: &str) -> Result<Option<Merging>> {
+        let Some(doc) = docs.get(tx, household_id)? else { return Ok(None) };
+        let mut doc = doc.clone();
+        Ok(Some(Merging { household_id: household_id.to_string(), before: doc.heads(), doc, touched: None }))
+    }
+
+    /// Merge `change` into the working copy if the result passes the check; otherwise
+    /// leave the copy as it was and say why.
+    fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
+        let mut trial = self.doc.clone();
+        if let Err(e) = trial.apply(vec![change.clone()]) {
+            return Ok(Some(format!("变更无法合并 / the change cannot be merged: {e}")));
+        }
+        match check_change(&trial, change, member) {
+            Ok(scope) => {
+                self.doc = trial;
+                match &mut self.touched {
+                    Some(touched) => touched.extend(scope),
+                    None => self.touched = Some(scope),
+                }
+                Ok(None)
+            }
+            Err(reason) => Ok(Some(reason)),
+        }
+    }
+
+    /// Store what was merged (one increment, the touched projection rows) and make the
+    /// working copy the transaction's document.
+    fn finish(mut self, tx: &impl WriteTx, docs: &mut Documents<'_>) -> Result<()> {
+        let Some(touched) = self.touched else { return Ok(()) };
+        let increment = self.doc.save_after(&self.before);
+        let view = self.doc.view(&touched)?;
+        tx.save_document(&mut self.doc, &increment, &view)?;
+        let doc = docs.get(tx, &self.household_id)?.ok_or_else(|| ServerError::Internal("document left the transaction".into()))?;
+        *doc = self.doc;
+        Ok(())
+    }
+}
+
+/// Check one change and merge it into the transaction's document (and store it), or say
+/// why it must be quarantined.
+fn check_push(
+    tx: &impl WriteTx,
+    docs: &mut Documents<'_>,
+    member: &Member,
+    household_id: &str,
+    change: &Change,
+    in_scope: &HashSet<String>,
+    held: &HashSet<String>,
+) -> Result<Option<String>> {
+    if let Some(reason) = precheck(tx, member, household_id, change, in_scope, held)? {
+        return Ok(Some(reason));
+    }
+    let Some(mut merging) = Merging::begin(tx, docs, household_id)? else {
+        return Ok(Some(no_household(household_id)));
+    };
+    let verdict = merging.try_merge(change, member)?;
+    merging.finish(tx, docs)?;
+    Ok(verdict)
 }

@@ -6,6 +6,8 @@
 //!     too ("depends on quarantined change") and are released with it, each checked like a
 //!     fresh push; discarding one discards its dependents, the phone is told and rebuilds
 //!     the household from the server;
+//! (b') one request with valid and invalid changes to the same household: the valid ones
+//!     are merged, the invalid one and what depends on it held;
 //! (c) restore from an older backup: phones' positions are not recognised, a full
 //!     reconciliation by heads loses nothing on either side, even when other phones pushed
 //!     to the restored server first.
@@ -84,6 +86,57 @@ fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes()
         p2.replica.household_json(&moving).unwrap()
     });
     server.assert_sound();
+}
+
+#[test]
+fn one_sync_merges_the_valid_changes_to_a_household_and_holds_the_invalid_ones() {
+    // The server checks a request's changes household by household against one working
+    // copy: a bad change in the middle must not take the valid ones before it, nor
+    // another household's, with it, and what depends on it is held too.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.community("c1");
+    admin.community("c2");
+    admin.member("m1", "b1");
+    let h = admin.household("王", "c1", "b1", &["m1"]);
+    let other = admin.household("李", "c1", "b1", &["m1"]);
+    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
+    p1.sync(&server).unwrap();
+
+    let first = p1.replica.record_visit(&new_visit(&h, 1_000, "第一次走访")).unwrap().id;
+    let elsewhere = p1.replica.record_visit(&new_visit(&other, 1_500, "另一户")).unwrap().id;
+    let second = p1.replica.record_visit(&new_visit(&h, 2_000, "第二次走访")).unwrap().id;
+    p1.replica
+        .update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
+        .unwrap();
+    let after_bad = p1.replica.record_visit(&new_visit(&h, 3_000, "之后的走访")).unwrap().id;
+    let r = p1.sync(&server).unwrap();
+    assert_eq!((r.round_trips, r.accepted, r.quarantined), (1, 3, 2), "one request: {r:?}");
+
+    let visits = admin.visit_ids();
+    for id in [&first, &second, &elsewhere] {
+        assert!(visits.contains(id), "{id} merged and projected: {visits:?}");
+    }
+    assert!(!visits.contains(&after_bad), "{visits:?}");
+    assert_eq!(household_row(&admin, &h)["community_id"], "c1");
+    let pending = p1.replica.pending_changes().unwrap();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert!(pending[0].quarantine_reason.as_deref().unwrap().contains("community_id"), "{pending:?}");
+    assert!(pending[1].quarantine_reason.as_deref().unwrap().contains("depends on quarantined change"), "{pending:?}");
+    // The stored document holds exactly the merged changes: after a restart (documents
+    // loaded from the store, not from memory) a new phone of m1 receives them.
+    let token = admin.token.clone();
+    drop(server);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token };
+    let fresh = Phone::new(dir.path(), "m1-new", "m1", admin.device("m1"));
+    fresh.sync(&server).unwrap();
+    assert_eq!(fresh.visit_ids(&h), vec![first, second]);
+    assert_eq!(fresh.visit_ids(&other), vec![elsewhere]);
 }
 
 #[test]

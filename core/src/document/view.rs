@@ -53,6 +53,22 @@ impl Scope {
         Scope::Records { household: false, visits: BTreeSet::new(), issues: BTreeSet::from([id.to_string()]) }
     }
 
+    /// Widen this scope to also cover `other`.
+    pub fn extend(&mut self, other: Scope) {
+        match (&mut *self, other) {
+            (Scope::Everything, _) => {}
+            (this, Scope::Everything) => *this = Scope::Everything,
+            (
+                Scope::Records { household, visits, issues },
+                Scope::Records { household: h, visits: v, issues: i },
+            ) => {
+                *household |= h;
+                visits.extend(v);
+                issues.extend(i);
+            }
+        }
+    }
+
     /// The record a field path (as in `Conflict::path`) belongs to.
     pub fn of_path(path: &str) -> Scope {
         match path.split('/').collect::<Vec<_>>().as_slice() {
@@ -147,5 +163,31 @@ impl HouseholdDocument {
             }
         }
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn extending_a_scope_covers_both_and_everything_absorbs() {
+        let mut scope = Scope::visit("v1");
+        scope.extend(Scope::issue("i1"));
+        scope.extend(Scope::visit("v2"));
+        assert_eq!(
+            scope,
+            Scope::Records {
+                household: false,
+                visits: ["v1".to_string(), "v2".to_string()].into(),
+                issues: ["i1".to_string()].into()
+            }
+        );
+        scope.extend(Scope::household());
+        assert!(matches!(scope, Scope::Records { household: true, .. }));
+        scope.extend(Scope::Everything);
+        assert_eq!(scope, Scope::Everything);
+        scope.extend(Scope::visit("v3"));
+        assert_eq!(scope, Scope::Everything);
     }
 }

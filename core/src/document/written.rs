@@ -1,7 +1,7 @@
 //! What a change wrote: the document paths of its operations, and whether it created a
 //! record. The sync server uses this to check a member's change before merging it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use automerge::legacy::{Key, ObjectId};
 use automerge::{Change, ObjId as ExId, Prop, ReadDoc};
@@ -13,35 +13,39 @@ use super::HouseholdDocument;
 pub type WrittenPath = Vec<String>;
 
 impl HouseholdDocument {
-    /// The paths written by `change`, which must already be applied to this document.
+    /// The paths written by `change`, which must already be applied to this document,
+    /// each once (a note typed character by character writes its path once).
     /// Operations on objects that are no longer reachable are reported as `["?"]`.
     pub fn paths_written_by(&self, change: &Change) -> Vec<WrittenPath> {
         let expanded = change.decode();
-        let mut object_paths: HashMap<String, Option<WrittenPath>> = HashMap::new();
-        let mut out = Vec::with_capacity(expanded.operations.len());
+        let mut object_paths: HashMap<&ObjectId, Option<WrittenPath>> = HashMap::new();
+        let mut out = BTreeSet::new();
         for op in &expanded.operations {
-            let obj_key = match &op.obj {
-                ObjectId::Root => "_root".to_string(),
-                ObjectId::Id(id) => format!("{}@{}", id.counter(), id.actor().to_hex_string()),
+            let base = object_paths.entry(&op.obj).or_insert_with(|| self.object_path(&op.obj));
+            let path = match (base, &op.key) {
+                (None, _) => vec!["?".to_string()],
+                (Some(base), Key::Map(key)) => {
+                    let mut path = base.clone();
+                    path.push(key.to_string());
+                    path
+                }
+                (Some(base), Key::Seq(_)) => {
+                    if out.contains(base) {
+                        continue;
+                    }
+                    base.clone()
+                }
             };
-            let base = object_paths
-                .entry(obj_key.clone())
-                .or_insert_with(|| self.object_path(&obj_key))
-                .clone();
-            let Some(mut path) = base else {
-                out.push(vec!["?".to_string()]);
-                continue;
-            };
-            if let Key::Map(key) = &op.key {
-                path.push(key.to_string());
-            }
-            out.push(path);
+            out.insert(path);
         }
-        out
+        out.into_iter().collect()
     }
 
-    fn object_path(&self, obj: &str) -> Option<WrittenPath> {
-        let id: ExId = self.doc.import_obj(obj).ok()?;
+    fn object_path(&self, obj: &ObjectId) -> Option<WrittenPath> {
+        let id: ExId = match obj {
+            ObjectId::Root => ExId::Root,
+            ObjectId::Id(id) => self.doc.import_obj(&format!("{}@{}", id.counter(), id.actor().to_hex_string())).ok()?,
+        };
         if id == ExId::Root {
             return Some(Vec::new());
         }
