@@ -434,7 +434,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
             used_grant = true;
         }
         if !response.more {
-            let (changes, more) = tx.changes_for_device(&device.id, client.seq, budget.saturating_sub(bytes))?;
+            let (changes, more) = tx.changes_for_device(&device.id, client.seq, max_seq_before, budget.saturating_sub(bytes))?;
             response.position.seq = if more { changes.last().map_or(client.seq, |c| c.seq) } else { max_seq };
             response.more = more;
             let mut by_household: BTreeMap<String, Vec<serde_bytes::ByteBuf>> = BTreeMap::new();

@@ -381,3 +381,63 @@ fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing()
     drop(admin);
     server.assert_sound();
 }
+
+#[test]
+fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
+    // The phone's file goes back in time (a restored phone backup); the server still has
+    // what the phone sent after that backup, and the phone must get it back, not only
+    // other members' changes.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.community("c1");
+    admin.member("m1", "b1");
+    admin.member("m2", "b1");
+    let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
+    let device = admin.device("m1");
+    let file = dir.path().join("m1.sqlite3");
+    let backup = dir.path().join("m1-backup.sqlite3");
+    let reopen = || Phone::new(dir.path(), "m1", "m1", device.clone());
+
+    let p1 = reopen();
+    p1.sync(&server).unwrap();
+    let before_backup = p1.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
+    assert_eq!(p1.sync(&server).unwrap().accepted, 1);
+    drop(p1);
+    std::fs::copy(&file, &backup).unwrap();
+
+    let p1 = reopen();
+    let after_backup = p1.replica.record_visit(&new_visit(&h, 2_000, "备份之后")).unwrap().id;
+    let issue = p1.replica.raise_issue(&new_issue(&h, "入学材料")).unwrap().id;
+    assert_eq!(p1.sync(&server).unwrap().accepted, 2);
+    // More syncs after that, so that the phone's position moves on.
+    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
+    p2.sync(&server).unwrap();
+    let by_m2 = p2.replica.record_visit(&new_visit(&h, 3_000, "另一位党员")).unwrap().id;
+    p2.sync(&server).unwrap();
+    p1.sync(&server).unwrap();
+    drop(p1);
+
+    // Restore the backup.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("m1.sqlite3{suffix}")));
+    }
+    std::fs::copy(&backup, &file).unwrap();
+    let p1 = reopen();
+    assert_eq!(p1.visit_ids(&h), vec![before_backup.clone()], "the backup is older");
+
+    p1.sync(&server).unwrap();
+    assert_eq!(p1.visit_ids(&h), vec![before_backup.clone(), after_backup.clone(), by_m2.clone()]);
+    assert!(p1.replica.issue(&issue).is_ok(), "its own issue came back too");
+    let later = p1.replica.record_visit(&new_visit(&h, 4_000, "恢复之后")).unwrap().id;
+    assert_eq!(p1.sync(&server).unwrap().accepted, 1);
+    p2.sync(&server).unwrap();
+    assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
+    let visits = admin.visit_ids();
+    for id in [&before_backup, &after_backup, &by_m2, &later] {
+        assert!(visits.contains(id), "{id}: {visits:?}");
+    }
+}

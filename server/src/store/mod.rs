@@ -104,9 +104,18 @@ pub trait WriteTx {
     fn append_change(&self, household_id: &str, hash: &str, device_id: Option<&str>, bytes: &[u8], now_ms: i64)
         -> Result<u64>;
     /// Changes after `after_seq` (and after the whole document the device received) of
-    /// households the device holds, not made by that device,
-    /// oldest first, up to about `max_bytes`; and whether more remain.
-    fn changes_for_device(&self, device_id: &str, after_seq: u64, max_bytes: usize) -> Result<(Vec<LoggedChange>, bool)>;
+    /// households the device holds, oldest first, up to about `max_bytes`; and whether
+    /// more remain. The device's own changes are left out only when logged after
+    /// `pushed_after` (those it pushed in this request): one it pushed earlier comes back
+    /// if its position is older than that change, as after a lost response or on a phone
+    /// restored from its own backup, which would otherwise never see it again.
+    fn changes_for_device(
+        &self,
+        device_id: &str,
+        after_seq: u64,
+        pushed_after: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<LoggedChange>, bool)>;
 
     // ----- what each device holds -------------------------------------------------------------
     fn device_grant(&self, device_id: &str) -> Result<u64>;

@@ -397,14 +397,21 @@ impl WriteTx for SqliteTx<'_> {
         Ok(self.conn().last_insert_rowid() as u64)
     }
 
-    fn changes_for_device(&self, device_id: &str, after_seq: u64, max_bytes: usize) -> Result<(Vec<LoggedChange>, bool)> {
+    fn changes_for_device(
+        &self,
+        device_id: &str,
+        after_seq: u64,
+        pushed_after: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<LoggedChange>, bool)> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT c.seq, c.household_id, c.data FROM change_log c
              JOIN device_scope s ON s.device_id = ?1 AND s.household_id = c.household_id AND s.removed_in IS NULL
-             WHERE c.seq > ?2 AND c.seq > s.granted_seq AND (c.device_id IS NULL OR c.device_id != ?1)
+             WHERE c.seq > ?2 AND c.seq > s.granted_seq
+               AND (c.seq <= ?3 OR c.device_id IS NULL OR c.device_id != ?1)
              ORDER BY c.seq",
         )?;
-        let mut rows = stmt.query(params![device_id, after_seq as i64])?;
+        let mut rows = stmt.query(params![device_id, after_seq as i64, pushed_after as i64])?;
         let mut out = Vec::new();
         let mut total = 0;
         while let Some(row) = rows.next()? {
