@@ -27,6 +27,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub demo: bool,
+    /// The bearer token `/metrics` asks for; `None`: open (the default listen address is
+    /// loopback, and the metrics hold only counts and timings, no personal data).
+    pub metrics_token: Option<String>,
 }
 
 impl Limits {

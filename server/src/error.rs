@@ -13,8 +13,8 @@ pub enum ServerError {
     Forbidden(String),
     #[error("未找到 / not found: {0}")]
     NotFound(String),
-    #[error("请求过大 / request too large")]
-    TooLarge,
+    #[error("请求过大 / request too large: {0}")]
+    TooLarge(String),
     #[error("服务器内部错误 / internal error: {0}")]
     Internal(String),
 }
@@ -45,7 +45,7 @@ impl IntoResponse for ServerError {
             ServerError::Unauthorized => StatusCode::UNAUTHORIZED,
             ServerError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServerError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -21,6 +21,7 @@ use crate::auth::hash_secret;
 use crate::config::Limits;
 use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
+use crate::extract::Checked;
 use crate::org::{Branch, Community, Member, Role};
 use crate::store::sqlite::member_by_token;
 use crate::store::QuarantineStatus;
@@ -67,6 +68,7 @@ pub struct AppState {
     pub limits: Limits,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    pub metrics_token: Option<String>,
 }
 
 pub type App = Arc<AppState>;
@@ -90,8 +92,19 @@ pub fn router(state: App) -> Router {
         .route("/v1/admin/quarantine/{hash}/release", post(release))
         .route("/v1/admin/quarantine/{hash}/discard", post(discard))
         .merge(crate::read_api::routes())
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(no_such_method)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn no_such_endpoint(uri: axum::http::Uri) -> ServerError {
+    ServerError::NotFound(format!("没有这个接口 / no endpoint {}", uri.path()))
+}
+
+async fn no_such_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let text = format!("该接口不支持 {method} 请求 / {} does not take {method}", uri.path());
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({ "error": text }))).into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Result<String> {
@@ -124,11 +137,17 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(app): State<App>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(app.started)).into_response()
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response> {
+    if let Some(expected) = &app.metrics_token {
+        let given = bearer(&headers)?;
+        if hash_secret(&given) != hash_secret(expected) {
+            return Err(ServerError::Unauthorized);
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(app.started)).into_response())
 }
 
-async fn sync(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<Bytes>) -> Result<Response> {
     let started = Instant::now();
     let token_hash = hash_secret(&bearer(&headers)?);
     caller(&app, &headers).await?;
@@ -156,25 +175,25 @@ struct EnrolRequest {
     code: String,
 }
 
-async fn enrol(State(app): State<App>, Json(body): Json<EnrolRequest>) -> Result<Json<admin::DeviceToken>> {
+async fn enrol(State(app): State<App>, Checked(Json(body)): Checked<Json<EnrolRequest>>) -> Result<Json<admin::DeviceToken>> {
     Ok(Json(app.writer.run(move |e| admin::exchange_code(e, &body.code)).await?))
 }
 
-async fn add_branch(State(app): State<App>, headers: HeaderMap, Json(b): Json<Branch>) -> Result<Json<Branch>> {
+async fn add_branch(State(app): State<App>, headers: HeaderMap, Checked(Json(b)): Checked<Json<Branch>>) -> Result<Json<Branch>> {
     admin_caller(&app, &headers).await?;
     let out = b.clone();
     app.writer.run(move |e| admin::add_branch(e, &b)).await?;
     Ok(Json(out))
 }
 
-async fn add_community(State(app): State<App>, headers: HeaderMap, Json(c): Json<Community>) -> Result<Json<Community>> {
+async fn add_community(State(app): State<App>, headers: HeaderMap, Checked(Json(c)): Checked<Json<Community>>) -> Result<Json<Community>> {
     admin_caller(&app, &headers).await?;
     let out = c.clone();
     app.writer.run(move |e| admin::add_community(e, &c)).await?;
     Ok(Json(out))
 }
 
-async fn add_member(State(app): State<App>, headers: HeaderMap, Json(m): Json<Member>) -> Result<Json<Member>> {
+async fn add_member(State(app): State<App>, headers: HeaderMap, Checked(Json(m)): Checked<Json<Member>>) -> Result<Json<Member>> {
     admin_caller(&app, &headers).await?;
     let out = m.clone();
     app.writer.run(move |e| admin::add_member(e, &m)).await?;
@@ -198,7 +217,7 @@ struct HouseholdBody {
 async fn create_household(
     State(app): State<App>,
     headers: HeaderMap,
-    Json(h): Json<HouseholdBody>,
+    Checked(Json(h)): Checked<Json<HouseholdBody>>,
 ) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     let new = NewHousehold {
@@ -214,7 +233,7 @@ async fn create_household(
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
-async fn import_households(State(app): State<App>, headers: HeaderMap, body: String) -> Result<Json<serde_json::Value>> {
+async fn import_households(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<String>) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     let ids = app.writer.run(move |e| admin::import_households_csv(e, &by, &body)).await?;
     Ok(Json(serde_json::json!({ "imported": ids.len(), "ids": ids })))
@@ -234,8 +253,8 @@ fn yes() -> bool {
 async fn assign(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(body): Json<AssignmentBody>,
+    Checked(Path(id)): Checked<Path<String>>,
+    Checked(Json(body)): Checked<Json<AssignmentBody>>,
 ) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     app.writer.run(move |e| admin::assign(e, &by, &id, &body.member_id, body.assigned)).await?;
@@ -249,12 +268,12 @@ struct DeviceBody {
     label: String,
 }
 
-async fn enrol_device(State(app): State<App>, headers: HeaderMap, Json(body): Json<DeviceBody>) -> Result<Json<admin::Enrolment>> {
+async fn enrol_device(State(app): State<App>, headers: HeaderMap, Checked(Json(body)): Checked<Json<DeviceBody>>) -> Result<Json<admin::Enrolment>> {
     admin_caller(&app, &headers).await?;
     Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label)).await?))
 }
 
-async fn revoke_device(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
+async fn revoke_device(State(app): State<App>, headers: HeaderMap, Checked(Path(id)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
     admin_caller(&app, &headers).await?;
     app.writer.run(move |e| admin::revoke_device(e, &id)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
@@ -268,7 +287,7 @@ struct QuarantineQuery {
 async fn list_quarantine(
     State(app): State<App>,
     headers: HeaderMap,
-    Query(q): Query<QuarantineQuery>,
+    Checked(Query(q)): Checked<Query<QuarantineQuery>>,
 ) -> Result<Json<Vec<crate::store::QuarantinedChange>>> {
     admin_caller(&app, &headers).await?;
     let status = match q.status.as_deref() {
@@ -281,13 +300,13 @@ async fn list_quarantine(
     Ok(Json(app.writer.run(move |e| admin::quarantined(e, status)).await?))
 }
 
-async fn release(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Json<serde_json::Value>> {
+async fn release(State(app): State<App>, headers: HeaderMap, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     app.writer.run(move |e| e.release(&by, &hash)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
-async fn discard(State(app): State<App>, headers: HeaderMap, Path(hash): Path<String>) -> Result<Json<serde_json::Value>> {
+async fn discard(State(app): State<App>, headers: HeaderMap, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     app.writer.run(move |e| e.discard(&by, &hash)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))

@@ -6,7 +6,8 @@
 //! - [`store`]: storage traits, free of SQL; [`store::sqlite`] the embedded store.
 //! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API.
 //! - [`admin`]: organisation, households, CSV import, devices, quarantine (CLI and API).
-//! - [`auth`], [`org`], [`config`], [`metrics`], [`demo`], [`error`].
+//! - [`auth`], [`org`], [`config`], [`metrics`], [`demo`], [`error`]; [`extract`]: request
+//!   extractors that reject with an [`error::ServerError`].
 
 pub mod admin;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod org;
@@ -42,6 +44,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
+        metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

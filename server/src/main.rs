@@ -33,6 +33,10 @@ enum Command {
         /// Seed a small demo district into an empty store.
         #[arg(long)]
         demo: bool,
+        /// When set, `/metrics` answers only requests with `Authorization: Bearer <this>`
+        /// (for a server whose port is reachable beyond the monitoring network).
+        #[arg(long, env = "DOORSTEP_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Administer the store directly (run with the server stopped, or use the JSON API).
     Admin {
@@ -101,13 +105,13 @@ fn main() {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { listen, data_dir, config, demo } => {
+        Command::Serve { listen, data_dir, config, demo, metrics_token } => {
             let limits = match config {
                 Some(path) => Limits::from_file(&path)?,
                 None => Limits::default(),
             };
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            runtime.block_on(serve(Config { listen, data_dir, limits, demo }))
+            runtime.block_on(serve(Config { listen, data_dir, limits, demo, metrics_token }))
         }
         Command::Admin { data_dir, action } => {
             let mut engine = Engine::new(SqliteStore::open(&data_dir).map_err(|e| e.to_string())?);

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServerError};
+use crate::extract::Checked;
 use crate::http::{caller, App};
 use crate::org::{Member, Role};
 
@@ -95,7 +96,7 @@ pub struct HouseholdRow {
     pub open_issues: u32,
 }
 
-async fn households(State(app): State<App>, headers: HeaderMap, Query(f): Query<Filter>) -> Result<Json<Vec<HouseholdRow>>> {
+async fn households(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<HouseholdRow>>> {
     let member = caller(&app, &headers).await?;
     let (scope, params) = household_scope(&member, &f)?;
     let sql = format!(
@@ -153,7 +154,7 @@ fn period(f: &Filter, column: &str, sql: &mut String, params: &mut Vec<Value>) -
     Ok(())
 }
 
-async fn visits(State(app): State<App>, headers: HeaderMap, Query(f): Query<Filter>) -> Result<Json<Vec<VisitRow>>> {
+async fn visits(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<VisitRow>>> {
     let member = caller(&app, &headers).await?;
     let (scope, mut params) = household_scope(&member, &Filter { member: None, ..f.clone() })?;
     let mut sql = format!(
@@ -205,7 +206,7 @@ pub struct IssueRow {
     pub resolved_at_ms: Option<i64>,
 }
 
-async fn issues(State(app): State<App>, headers: HeaderMap, Query(f): Query<Filter>) -> Result<Json<Vec<IssueRow>>> {
+async fn issues(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<IssueRow>>> {
     let member = caller(&app, &headers).await?;
     let (scope, mut params) = household_scope(&member, &f)?;
     let mut sql = format!(
@@ -291,7 +292,7 @@ pub struct StatsQuery {
     pub today: Option<String>,
 }
 
-async fn stats(State(app): State<App>, headers: HeaderMap, Query(q): Query<StatsQuery>) -> Result<Json<Stats>> {
+async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Checked<Query<StatsQuery>>) -> Result<Json<Stats>> {
     let member = caller(&app, &headers).await?;
     let (scope, params) = household_scope(&member, &q.filter)?;
     let today = match q.today {

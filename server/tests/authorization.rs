@@ -2,6 +2,7 @@
 //! admin, no token, wrong token, revoked token) × own/other scope.
 //!
 //! - public endpoints (`/healthz`, `/metrics`, `/v1/enrol` with a code) answer everyone;
+//!   `/metrics` asks for its own token when the server is given `--metrics-token`;
 //! - admin endpoints: 200 for admins, 403 for members and coordinators (in or out of
 //!   their scope), 401 without a valid token; a refused call changes nothing;
 //! - read API: 403 for members, 200 for coordinators limited to their branches and
@@ -386,4 +387,30 @@ fn households_in_coord_scope(list: &Value, id: &str) -> bool {
         .iter()
         .find(|h| h["id"] == id)
         .is_some_and(|h| h["branch_id"] == "b1" || h["community_id"] == "c3")
+}
+
+#[test]
+fn metrics_ask_for_their_token_when_one_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start_with(&data, "127.0.0.1:0", &["--metrics-token", "scrape-secret-1"]);
+    let metrics = |token: Option<&str>| {
+        let mut r = http().get(format!("{}/metrics", server.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    for token in [None, Some("wrong"), Some(admin_token.as_str())] {
+        let (status, body) = metrics(token);
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(!body.contains("sync_requests"), "{body}");
+    }
+    let (status, body) = metrics(Some("scrape-secret-1"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sync_requests"), "Prometheus text: {body}");
+    let (status, _) = get(&format!("{}/healthz", server.url), "");
+    assert_eq!(status, 200, "health stays open");
 }

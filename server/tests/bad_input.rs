@@ -5,6 +5,8 @@
 //!   decompression bomb: 400 with a clear message;
 //! - oversized bodies: 413; missing, wrong or revoked token: 401;
 //! - malformed JSON, bad CSV rows, bad filters on the other endpoints: 400;
+//! - every refusal answers `{"error": "<中文> / <English>"}`, including the body limit's
+//!   413 and a JSON body of the wrong shape (400, naming the field);
 //! - another member's household: quarantined, the reason reported to the phone
 //!   (`pending_changes`) and listed for admins;
 //! - the server never panics (it still answers `/healthz`, its log holds no panic) and
@@ -17,6 +19,17 @@ mod support;
 use doorstep_core::sync::protocol::{self, PushedChange, SyncRequest};
 use serde_json::{json, Value};
 use support::*;
+
+/// The text of an error answer, which must be `{"error": "<中文> / <English>"}` like
+/// every other error of the server (not a framework's plain text).
+fn bilingual_error(body: &str) -> String {
+    let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("a JSON error body ({e}): {body}"));
+    let text = json["error"].as_str().unwrap_or_else(|| panic!("an \"error\" field: {body}")).to_string();
+    let (zh, en) = text.split_once(" / ").unwrap_or_else(|| panic!("Chinese / English: {text}"));
+    assert!(zh.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)), "Chinese first: {text}");
+    assert!(en.chars().any(|c| c.is_ascii_alphabetic()), "then English: {text}");
+    text
+}
 
 /// The observable state a rejected request must not change.
 fn snapshot(admin: &Admin, data: &std::path::Path) -> ((i64, i64), Vec<String>, Vec<Value>, Value) {
@@ -117,6 +130,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     for (name, body, status, words) in &cases {
         let (got, message) = raw_sync(&url, Some(&token), body.clone());
         assert_eq!(got, *status, "{name}: {message}");
+        let message = bilingual_error(&message);
         assert!(message.contains(words), "{name}: a clear message mentioning {words:?}, got {message}");
         assert!(server.healthy(), "{name}: the server still answers");
     }
@@ -155,10 +169,20 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     };
     let (s, m) = json_post("/v1/admin/households", r#"{"family_name": "王", "community_id": "c1", "bra"#);
     assert_eq!(s, 400, "truncated JSON: {m}");
+    bilingual_error(&m);
     let (s, m) = json_post("/v1/enrol", "not json at all");
     assert_eq!(s, 400, "malformed enrolment: {m}");
+    bilingual_error(&m);
+    let (s, m) = json_post("/v1/admin/branches", r#"{"id": "b9"}"#);
+    assert_eq!(s, 400, "well-formed JSON missing a field: {m}");
+    assert!(bilingual_error(&m).contains("name"), "names the missing field: {m}");
     let (s, m) = json_post("/v1/admin/branches", &format!(r#"{{"id": "big", "name": "{}"}}"#, "长".repeat(30_000)));
     assert_eq!(s, 413, "oversized JSON: {m}");
+    assert!(bilingual_error(&m).contains("limit"), "{m}");
+    let big_csv = format!("{}\n{}", doorstep_server::admin::CSV_COLUMNS, "好,路1,c1,b1,,,,,,,,m1\n".repeat(4_000));
+    let r = http().post(format!("{url}/v1/admin/households/import")).bearer_auth(&admin_token).body(big_csv).send().unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    bilingual_error(&r.text().unwrap());
     let (s, v) = post(
         &format!("{url}/v1/admin/households"),
         &admin_token,
@@ -198,7 +222,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     ] {
         let (s, v) = get(&format!("{url}{path}"), &admin_token);
         assert_eq!(s, 400, "{path}: {v}");
-        assert!(v["error"].as_str().is_some(), "{path}: {v}");
+        bilingual_error(&v.to_string());
     }
     for (path, token) in
         [("/v1/admin/quarantine/abc/release", &admin_token), ("/v1/admin/quarantine/abc/discard", &admin_token)]
@@ -208,6 +232,12 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     }
     let (s, v) = post(&format!("{url}/v1/admin/devices/no-such-device/revoke"), &admin_token, json!({}));
     assert_eq!(s, 404, "{v}");
+    let (s, v) = get(&format!("{url}/v1/no-such-thing"), &admin_token);
+    assert_eq!(s, 404, "{v}");
+    bilingual_error(&v.to_string());
+    let (s, v) = get(&format!("{url}/v1/sync"), &admin_token);
+    assert_eq!(s, 405, "{v}");
+    bilingual_error(&v.to_string());
 
     // Nothing of all that was stored.
     let after = snapshot(&admin, &data);
