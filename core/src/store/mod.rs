@@ -221,6 +221,18 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Changes a reconciliation found the server lacks: pushed on the next request, even
+    /// one the server had quarantined. A server that lacks the change has lost its
+    /// quarantine record too (it was restored from an older backup), and checks it again.
+    pub fn push_again(&self, household_id: &str, changes: &[(String, Vec<u8>)]) -> Result<()> {
+        self.add_to_outbox(household_id, changes)?;
+        let mut clear = self.tx.prepare_cached("UPDATE outbox SET quarantine_reason = NULL WHERE hash = ?1")?;
+        for (hash, _) in changes {
+            clear.execute([hash])?;
+        }
+        Ok(())
+    }
+
     /// The household an outbox change belongs to.
     pub fn outbox_household(&self, hash: &str) -> Result<Option<String>> {
         Ok(self

@@ -196,7 +196,7 @@ impl Replica {
             step.households_removed.push(household_id.clone());
         }
         for (household_id, missing) in &to_push {
-            tx.add_to_outbox(household_id, missing)?;
+            tx.push_again(household_id, missing)?;
         }
         tx.set_meta(POSITION_KEY, &serde_json::to_string(&response.position).expect("a position serialises"))?;
         if response.reconcile_needed {
