@@ -12,9 +12,9 @@ use doorstep_core::document::{Author, HouseholdDocument, Scope};
 use doorstep_core::sync::protocol::*;
 
 use crate::error::{Result, ServerError};
-use crate::org::{Device, Member, Role};
-use crate::store::{QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
-use crate::validate::check_change;
+use crate::org::{Device, Member};
+use crate::store::{QuarantineStatus, ServerStore, WriteTx};
+use crate::merge;
 
 /// How many household documents stay in memory.
 const CACHE_CAPACITY: usize = 4096;
@@ -84,24 +84,13 @@ impl<S: ServerStore> Engine<S> {
 
     /// Handle sync requests together in one transaction; on failure, one by one.
     pub fn sync_batch(&mut self, jobs: Vec<SyncJob>) -> Vec<Result<SyncResponse>> {
-        let together = self.write(|tx, docs| {
-            let mut out = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                let result = sync_one(tx, docs, job);
-                if let Err(e) = &result {
-                    if !matches!(e, ServerError::Unauthorized) {
-                        // Abandon the batch (its transaction rolls back); each request is
-                        // then retried alone.
-                        return Err(ServerError::Internal(e.to_string()));
-                    }
-                }
-                out.push(result);
-            }
-            Ok(out)
-        });
-        match together {
+        match self.write(|tx, docs| sync_jobs(tx, docs, &jobs)) {
             Ok(responses) => responses,
-            Err(_) if jobs.len() > 1 => jobs.iter().map(|job| self.write(|tx, docs| sync_one(tx, docs, job))).collect(),
+            // The batch was abandoned (its transaction rolled back): each request alone.
+            Err(_) if jobs.len() > 1 => jobs
+                .iter()
+                .map(|job| self.write(|tx, docs| sync_jobs(tx, docs, std::slice::from_ref(job))).and_then(single))
+                .collect(),
             Err(e) => vec![Err(e)],
         }
     }
@@ -198,6 +187,19 @@ impl Documents<'_> {
         Ok(self.working.get_mut(household_id))
     }
 
+    /// Take a household's document out of the transaction's working set (loading it on
+    /// first use), to be given back with `put`. Not given back (an error): the
+    /// transaction rolls back and the next use loads it from the store.
+    pub(crate) fn take(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<HouseholdDocument>> {
+        self.get(tx, household_id)?;
+        Ok(self.working.remove(household_id))
+    }
+
+    /// Give a document back to the working set.
+    pub(crate) fn put(&mut self, household_id: &str, doc: HouseholdDocument) {
+        self.working.insert(household_id.to_string(), doc);
+    }
+
     pub(crate) fn create(&mut self, tx: &impl WriteTx, by: &str, new: &doorstep_core::NewHousehold) -> Result<doorstep_core::Household> {
         let mut doc = HouseholdDocument::create(self.actor, &author(by), now_ms(), new)?;
         let id = doc.id().to_string();
@@ -252,7 +254,7 @@ impl Documents<'_> {
 /// (directly or through each other) like a fresh push by the device that pushed them.
 /// Those that pass are merged and released (their devices are told at their next sync);
 /// the others stay held, with their own reason.
-fn recheck_dependents(tx: &impl WriteTx, docs: &mut Documents<'_>, released: &str, by: &str) -> Result<()> {
+pub(crate) fn recheck_dependents(tx: &impl WriteTx, docs: &mut Documents<'_>, released: &str, by: &str) -> Result<()> {
     let mut released = vec![released.to_string()];
     loop {
         let mut progress = false;
@@ -264,7 +266,9 @@ fn recheck_dependents(tx: &impl WriteTx, docs: &mut Documents<'_>, released: &st
             let Some(member) = tx.member(&dependent.member_id)? else { continue };
             let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
             let held: HashSet<String> = tx.held_households(&dependent.device_id)?.into_iter().collect();
-            match check_push(tx, docs, &member, &dependent.household_id, &c, &in_scope, &held)? {
+            let household_id = &dependent.household_id;
+            let may_push = merge::may_push(&member, &in_scope, &held, household_id);
+            match merge::recheck(tx, docs, &member, &dependent.device_id, household_id, &c, may_push)? {
                 None => {
                     let (h, device) = (&dependent.household_id, Some(dependent.device_id.as_str()));
                     tx.append_change(h, &dependent.hash, device, c.raw_bytes(), now_ms())?;
@@ -321,8 +325,22 @@ fn log_intact(tx: &impl WriteTx, epoch: &str, position_epoch: &str) -> Result<bo
     }
 }
 
-/// Handle one sync request inside the batch's transaction.
-fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Result<SyncResponse> {
+/// A sync request being handled: who sent it, and where its position stands.
+struct Session<'j> {
+    job: &'j SyncJob,
+    device: Device,
+    member: Member,
+    epoch: String,
+    grant: u64,
+    /// The end of the change log before the batch pushed anything.
+    max_seq_before: u64,
+    recognised: bool,
+    client: Position,
+    in_scope: HashSet<String>,
+    held: HashSet<String>,
+}
+
+fn open_session<'j>(tx: &impl WriteTx, job: &'j SyncJob) -> Result<Session<'j>> {
     let (device, member) = authenticate(tx, &job.token_hash)?;
     let request = &job.request;
     let epoch = tx.epoch()?;
@@ -336,17 +354,60 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
     if recognised && request.reconcile.is_none() {
         tx.confirm_grant(&device.id, client.grant)?;
     }
-
-    // ----- pushes ------------------------------------------------------------------------
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
     let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
-    let acks = push_all(tx, docs, &device, &member, &job.changes, &in_scope, &held)?;
+    Ok(Session { job, device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held })
+}
+
+/// Handle a batch's sync requests inside its transaction: every request's pushes (merged
+/// household by household, see `merge`), then every request's answer. An unknown or
+/// revoked token fails its own request only; any other error fails the batch.
+fn sync_jobs(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[SyncJob]) -> Result<Vec<Result<SyncResponse>>> {
+    let mut sessions = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match open_session(tx, job) {
+            Ok(session) => sessions.push(Ok(session)),
+            Err(ServerError::Unauthorized) => sessions.push(Err(ServerError::Unauthorized)),
+            Err(e) => return Err(e),
+        }
+    }
+    let pushers: Vec<merge::Pusher<'_>> = sessions
+        .iter()
+        .filter_map(|s| s.as_ref().ok())
+        .map(|s| merge::Pusher {
+            device_id: &s.device.id,
+            member: &s.member,
+            changes: &s.job.changes,
+            in_scope: &s.in_scope,
+            held: &s.held,
+        })
+        .collect();
+    let mut acks = merge::push_batch(tx, docs, &pushers)?.into_iter();
+    let mut out = Vec::with_capacity(jobs.len());
+    for session in &sessions {
+        out.push(match session {
+            Ok(session) => Ok(answer(tx, docs, session, acks.next().unwrap_or_default())?),
+            Err(_) => Err(ServerError::Unauthorized),
+        });
+    }
+    Ok(out)
+}
+
+/// The one answer of a batch of one.
+fn single(mut responses: Vec<Result<SyncResponse>>) -> Result<SyncResponse> {
+    responses.pop().unwrap_or_else(|| Err(ServerError::Internal("no answer".into())))
+}
+
+/// A request's answer: its acknowledgements, then what the device lacks in its scope.
+fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, acks: Vec<Ack>) -> Result<SyncResponse> {
+    let Session { job, device, member, epoch, grant, max_seq_before, recognised, client, .. } = session;
+    let (request, grant, max_seq_before, recognised) = (&job.request, *grant, *max_seq_before, *recognised);
 
     // ----- pulls -------------------------------------------------------------------------
     let new_grant = grant + 1;
     let mut used_grant = false;
     let max_seq = tx.max_seq()?;
-    let scope: Vec<String> = tx.households_in_scope(&member)?;
+    let scope: Vec<String> = tx.households_in_scope(member)?;
     let mut response = SyncResponse {
         version: PROTOCOL_VERSION,
         acks,
@@ -451,7 +512,7 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
             }
         }
     }
-    response.position.epoch = position_epoch(tx, &epoch, max_seq)?;
+    response.position.epoch = position_epoch(tx, epoch, max_seq)?;
     if used_grant {
         tx.set_device_grant(&device.id, new_grant)?;
         response.position.grant = new_grant;
@@ -459,216 +520,4 @@ fn sync_one(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob) -> Resul
         response.position.grant = grant;
     }
     Ok(response)
-}
-
-/// Check and merge a request's pushed changes, or quarantine them; never drop one
-/// silently. The changes to one household are checked in order against one working copy
-/// of its document, which is then stored once (one increment, one projection update).
-/// Acknowledgements come back in the request's order.
-fn push_all(
-    tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
-    device: &Device,
-    member: &Member,
-    changes: &[(String, Change)],
-    in_scope: &HashSet<String>,
-    held: &HashSet<String>,
-) -> Result<Vec<Ack>> {
-    let mut by_household: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (household_id, _)) in changes.iter().enumerate() {
-        by_household.entry(household_id).or_default().push(i);
-    }
-    let mut acks: Vec<(usize, Ack)> = Vec::with_capacity(changes.len());
-    for (household_id, indices) in by_household {
-        let mut merging: Option<Merging> = None;
-        for i in indices {
-            let change = &changes[i].1;
-            let hash = change.hash().to_string();
-            let outcome = if tx.has_change(&hash)? {
-                Outcome::Accepted
-            } else if let Some(q) = tx.quarantined_change(&hash)? {
-                // Decided or re-checked on its own, against the document as merged so far.
-                if let Some(m) = merging.take() {
-                    m.finish(tx, docs)?;
-                }
-                repushed_quarantined(tx, docs, device, member, household_id, change, q, in_scope, held)?
-            } else {
-                let mut verdict = precheck(tx, member, household_id, change, in_scope, held)?;
-                if verdict.is_none() && merging.is_none() {
-                    merging = Merging::begin(tx, docs, household_id)?;
-                }
-                if verdict.is_none() {
-                    verdict = match &mut merging {
-                        Some(m) => m.try_merge(change, member)?,
-                        None => Some(no_household(household_id)),
-                    };
-                }
-                match verdict {
-                    None => {
-                        tx.append_change(household_id, &hash, Some(&device.id), change.raw_bytes(), now_ms())?;
-                        Outcome::Accepted
-                    }
-                    Some(reason) => {
-                        tracing::info!(%hash, household = %household_id, member = %member.id, %reason, "change quarantined");
-                        tx.quarantine(&QuarantinedChange {
-                            hash,
-                            household_id: household_id.to_string(),
-                            device_id: device.id.clone(),
-                            member_id: member.id.clone(),
-                            reason: reason.clone(),
-                            at_ms: now_ms(),
-                            status: QuarantineStatus::Held,
-                            bytes: change.raw_bytes().to_vec(),
-                        })?;
-                        Outcome::Quarantined { reason }
-                    }
-                }
-            };
-            acks.push((i, Ack { hash: change.hash().0, outcome }));
-        }
-        if let Some(m) = merging {
-            m.finish(tx, docs)?;
-        }
-    }
-    acks.sort_by_key(|(i, _)| *i);
-    Ok(acks.into_iter().map(|(_, ack)| ack).collect())
-}
-
-/// A change the server already holds in quarantine, pushed again.
-#[allow(clippy::too_many_arguments)]
-fn repushed_quarantined(
-    tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
-    device: &Device,
-    member: &Member,
-    household_id: &str,
-    change: &Change,
-    q: QuarantinedChange,
-    in_scope: &HashSet<String>,
-    held: &HashSet<String>,
-) -> Result<Outcome> {
-    let hash = &q.hash;
-    Ok(match q.status {
-        // Held, and pushed again: checked again, as this pusher. A reconciliation makes
-        // phones push every change the server lacks, other members' too: one relayed by
-        // a phone that may not make it is held until its author's phone pushes it.
-        QuarantineStatus::Held if q.household_id == household_id => {
-            match check_push(tx, docs, member, household_id, change, in_scope, held)? {
-                None => {
-                    tx.append_change(household_id, hash, Some(&device.id), change.raw_bytes(), now_ms())?;
-                    tx.set_quarantine_status(hash, QuarantineStatus::Released, &member.id, now_ms())?;
-                    recheck_dependents(tx, docs, hash, &member.id)?;
-                    Outcome::Accepted
-                }
-                Some(_) => Outcome::Quarantined { reason: q.reason },
-            }
-        }
-        QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason },
-        QuarantineStatus::Released => Outcome::Accepted,
-        QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason },
-    })
-}
-
-fn no_household(household_id: &str) -> String {
-    format!("服务器上没有该住户 / household {household_id} does not exist on the server")
-}
-
-/// Why `change` must be quarantined before it is even applied: the household is outside
-/// the member's scope, or the change depends on one the server has not merged.
-fn precheck(
-    tx: &impl WriteTx,
-    member: &Member,
-    household_id: &str,
-    change: &Change,
-    in_scope: &HashSet<String>,
-    held: &HashSet<String>,
-) -> Result<Option<String>> {
-    if member.role != Role::Admin && !in_scope.contains(household_id) && !held.contains(household_id) {
-        return Ok(Some(format!("该住户不在您的负责范围内 / household {household_id} is not in your scope")));
-    }
-    for dep in change.deps() {
-        let dep = dep.to_string();
-        if tx.has_change(&dep)? {
-            continue;
-        }
-        return Ok(Some(match tx.quarantined_change(&dep)? {
-            Some(q) if q.status != QuarantineStatus::Released => {
-                format!("依赖的变更已被隔离 / depends on quarantined change {dep}")
-            }
-            _ => format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"),
-        }));
-    }
-    Ok(None)
-}
-
-/// Changes to one household being checked and merged together: a working copy of its
-/// document, stored once by `finish`.
-struct Merging {
-    household_id: String,
-    doc: HouseholdDocument,
-    before: Vec<ChangeHash>,
-    /// The records the merged changes touched; `None` while nothing was merged.
-    touched: Option<Scope>,
-}
-
-impl Merging {
-    fn begin(tx: &impl WriteTx, docs: &mut Documents<'_>, household_id: &str) -> Result<Option<Merging>> {
-        let Some(doc) = docs.get(tx, household_id)? else { return Ok(None) };
-        let mut doc = doc.clone();
-        Ok(Some(Merging { household_id: household_id.to_string(), before: doc.heads(), doc, touched: None }))
-    }
-
-    /// Merge `change` into the working copy if the result passes the check; otherwise
-    /// leave the copy as it was and say why.
-    fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
-        let mut trial = self.doc.clone();
-        if let Err(e) = trial.apply(vec![change.clone()]) {
-            return Ok(Some(format!("变更无法合并 / the change cannot be merged: {e}")));
-        }
-        match check_change(&trial, change, member) {
-            Ok(scope) => {
-                self.doc = trial;
-                match &mut self.touched {
-                    Some(touched) => touched.extend(scope),
-                    None => self.touched = Some(scope),
-                }
-                Ok(None)
-            }
-            Err(reason) => Ok(Some(reason)),
-        }
-    }
-
-    /// Store what was merged (one increment, the touched projection rows) and make the
-    /// working copy the transaction's document.
-    fn finish(mut self, tx: &impl WriteTx, docs: &mut Documents<'_>) -> Result<()> {
-        let Some(touched) = self.touched else { return Ok(()) };
-        let increment = self.doc.save_after(&self.before);
-        let view = self.doc.view(&touched)?;
-        tx.save_document(&mut self.doc, &increment, &view)?;
-        let doc = docs.get(tx, &self.household_id)?.ok_or_else(|| ServerError::Internal("document left the transaction".into()))?;
-        *doc = self.doc;
-        Ok(())
-    }
-}
-
-/// Check one change and merge it into the transaction's document (and store it), or say
-/// why it must be quarantined.
-fn check_push(
-    tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
-    member: &Member,
-    household_id: &str,
-    change: &Change,
-    in_scope: &HashSet<String>,
-    held: &HashSet<String>,
-) -> Result<Option<String>> {
-    if let Some(reason) = precheck(tx, member, household_id, change, in_scope, held)? {
-        return Ok(Some(reason));
-    }
-    let Some(mut merging) = Merging::begin(tx, docs, household_id)? else {
-        return Ok(Some(no_household(household_id)));
-    };
-    let verdict = merging.try_merge(change, member)?;
-    merging.finish(tx, docs)?;
-    Ok(verdict)
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: every write, on one thread: sync (push, validate, quarantine, pull),
 //!   admin actions; group commit. [`writer`] is its async handle.
+//! - [`merge`]: pushed changes checked and merged household by household, in parallel.
 //! - [`validate`]: checks a member's change before it is merged.
 //! - [`store`]: storage traits, free of SQL; [`store::sqlite`] the embedded store.
 //! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API.
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod merge;
 pub mod metrics;
 pub mod org;
 pub mod read_api;

@@ -1,0 +1,304 @@
+//! The engine, in process, on real SQLite files: a batch of sync requests merged together
+//! (grouped by household, groups on several threads) ends exactly as the same requests
+//! handled one at a time: the same acknowledgements, the same documents, the same
+//! change log and quarantine. The batch mixes several devices on one household, a
+//! forbidden change with a dependent in the middle of a request, and households of
+//! their own.
+
+mod support;
+
+use automerge::{ActorId, Change};
+use doorstep_core::document::{Author, HouseholdDocument};
+use doorstep_core::sync::protocol::{
+    PushedChange, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, PROTOCOL_VERSION,
+};
+use doorstep_core::HouseholdUpdate;
+use doorstep_server::admin;
+use doorstep_server::auth::hash_secret;
+use doorstep_server::engine::{Engine, SyncJob};
+use doorstep_server::org::{Branch, Community, Member, Role};
+use doorstep_server::store::sqlite::SqliteStore;
+use doorstep_server::store::QuarantineStatus;
+use support::{copy_dir, new_visit};
+
+fn job(
+    token: &str,
+    position: Option<doorstep_core::sync::protocol::Position>,
+    changes: Vec<(String, Change)>,
+) -> SyncJob {
+    let request = SyncRequest {
+        version: PROTOCOL_VERSION,
+        position,
+        changes: changes
+            .iter()
+            .map(|(h, c)| PushedChange {
+                household_id: h.clone(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .collect(),
+        reconcile: None,
+        rebuild: vec![],
+        max_response_bytes: DEFAULT_PAGE_BYTES,
+    };
+    SyncJob {
+        token_hash: hash_secret(token),
+        request,
+        changes,
+    }
+}
+
+fn member(id: &str, role: Role) -> Member {
+    Member {
+        id: id.into(),
+        name: id.into(),
+        role,
+        branch_id: Some("b1".into()),
+        scope_branches: vec![],
+        scope_communities: vec![],
+    }
+}
+
+/// A household as stored: id, records, heads.
+type StoredHousehold = (String, serde_json::Value, Vec<String>);
+/// A quarantined change: hash, reason, status.
+type Held = (String, String, String);
+
+/// What a store holds, to compare two of them: every household's records and heads, and
+/// the quarantine.
+fn contents(engine: &mut Engine<SqliteStore>, admin_token: &str) -> (Vec<StoredHousehold>, Vec<Held>) {
+    let response = one(engine.sync_batch(vec![job(admin_token, None, vec![])]));
+    let mut docs: Vec<StoredHousehold> = response
+        .data
+        .iter()
+        .map(|d| {
+            let mut doc =
+                HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+            let mut heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
+            heads.sort();
+            (d.household_id.clone(), doc.to_json(), heads)
+        })
+        .collect();
+    docs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut held: Vec<Held> = admin::quarantined(engine, None)
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.hash, q.reason, q.status.as_str().to_string()))
+        .collect();
+    held.sort();
+    (docs, held)
+}
+
+fn one(mut responses: Vec<doorstep_server::error::Result<SyncResponse>>) -> SyncResponse {
+    assert_eq!(responses.len(), 1);
+    responses.pop().unwrap().unwrap()
+}
+
+#[test]
+fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let together_dir = dir.path().join("together");
+    let alone_dir = dir.path().join("alone");
+
+    // ----- one district, copied into two stores ----------------------------------------
+    let mut engine = Engine::new(SqliteStore::open(&together_dir).unwrap());
+    let admin_token = admin::create_admin(&mut engine, "admin", "管理员")
+        .unwrap()
+        .token;
+    admin::add_branch(
+        &mut engine,
+        &Branch {
+            id: "b1".into(),
+            name: "一支部".into(),
+        },
+    )
+    .unwrap();
+    for c in ["c1", "c2"] {
+        admin::add_community(
+            &mut engine,
+            &Community {
+                id: c.into(),
+                name: c.into(),
+            },
+        )
+        .unwrap();
+    }
+    let members = ["m1", "m2", "m3", "m4"];
+    for m in members {
+        admin::add_member(&mut engine, &member(m, Role::Member)).unwrap();
+    }
+    let household = |engine: &mut Engine<SqliteStore>, family: &str, assigned: &[&str]| {
+        let new = doorstep_core::NewHousehold {
+            family_name: family.into(),
+            community_id: "c1".into(),
+            branch_id: "b1".into(),
+            assigned_members: assigned.iter().map(|m| m.to_string()).collect(),
+            ..Default::default()
+        };
+        admin::create_household(engine, "admin", &new).unwrap()
+    };
+    let shared = household(&mut engine, "共", &["m1", "m2"]);
+    let h3a = household(&mut engine, "三甲", &["m3"]);
+    let h3b = household(&mut engine, "三乙", &["m3"]);
+    let h4 = household(&mut engine, "四", &["m4"]);
+    let mut tokens = Vec::new();
+    let mut phones: Vec<(Author, Vec<HouseholdDocument>, SyncResponse)> = Vec::new();
+    for m in members {
+        let enrolment = admin::enrol_device(&mut engine, m, "phone").unwrap();
+        let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
+        let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
+        let actor = ActorId::random();
+        let docs = first
+            .data
+            .iter()
+            .map(|d| HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap())
+            .collect();
+        phones.push((
+            Author {
+                member_id: m.into(),
+                device_id: token.device_id.clone(),
+            },
+            docs,
+            first,
+        ));
+        tokens.push(token.token);
+    }
+    drop(engine);
+    copy_dir(&together_dir, &alone_dir);
+
+    // ----- what each phone recorded offline -----------------------------------------------
+    let mut pushes: Vec<Vec<(String, Change)>> = Vec::new();
+    for (k, (author, docs, _)) in phones.iter_mut().enumerate() {
+        let mut changes = Vec::new();
+        for doc in docs.iter_mut() {
+            let before = doc.heads();
+            let id = doc.id().to_string();
+            let at = 1_000_000 * (k as i64 + 1);
+            doc.record_visit(
+                author,
+                at,
+                &new_visit(&id, at, &format!("{}的走访", author.member_id)),
+            )
+            .unwrap();
+            if author.member_id == "m2" {
+                // A forbidden change in the middle, a dependent after it.
+                doc.update_household(
+                    author,
+                    at + 1,
+                    &HouseholdUpdate {
+                        community_id: Some("c2".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                doc.record_visit(author, at + 2, &new_visit(&id, at + 2, "之后的走访"))
+                    .unwrap();
+            }
+            doc.record_visit(
+                author,
+                at + 3,
+                &new_visit(
+                    &id,
+                    at + 3,
+                    "第二次走访，备注较长：家长询问入学材料和学区划分",
+                ),
+            )
+            .unwrap();
+            changes.extend(
+                doc.changes_since(&before)
+                    .into_iter()
+                    .map(|c| (id.clone(), c)),
+            );
+        }
+        pushes.push(changes);
+    }
+    assert!(
+        pushes.iter().map(Vec::len).sum::<usize>() >= 8,
+        "enough changes to merge on several threads"
+    );
+    let jobs = |pushes: &[Vec<(String, Change)>]| -> Vec<SyncJob> {
+        phones
+            .iter()
+            .zip(&tokens)
+            .zip(pushes)
+            .map(|(((_, _, first), token), changes)| {
+                job(token, Some(first.position.clone()), changes.clone())
+            })
+            .collect()
+    };
+
+    // ----- together, and one by one ----------------------------------------------------------
+    let mut together = Engine::new(SqliteStore::open(&together_dir).unwrap());
+    let batch: Vec<SyncResponse> = together
+        .sync_batch(jobs(&pushes))
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut alone = Engine::new(SqliteStore::open(&alone_dir).unwrap());
+    let single: Vec<SyncResponse> = jobs(&pushes)
+        .into_iter()
+        .map(|j| one(alone.sync_batch(vec![j])))
+        .collect();
+
+    for (k, (b, s)) in batch.iter().zip(&single).enumerate() {
+        assert_eq!(
+            b.acks, s.acks,
+            "request {k}: the same acknowledgements, in the request's order"
+        );
+        let hashes: Vec<[u8; 32]> = pushes[k].iter().map(|(_, c)| c.hash().0).collect();
+        assert_eq!(b.acks.iter().map(|a| a.hash).collect::<Vec<_>>(), hashes);
+    }
+    let outcomes: Vec<usize> = batch
+        .iter()
+        .map(|r| {
+            r.acks
+                .iter()
+                .filter(|a| a.outcome == doorstep_core::sync::protocol::Outcome::Accepted)
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![2, 1, 4, 2],
+        "m2's forbidden change and its dependent are held"
+    );
+    let (docs_together, held_together) = contents(&mut together, &admin_token);
+    let (docs_alone, held_alone) = contents(&mut alone, &admin_token);
+    assert_eq!(docs_together, docs_alone, "the same documents");
+    assert_eq!(held_together, held_alone, "the same quarantine");
+    assert_eq!(
+        held_together.len(),
+        3,
+        "the forbidden change and the two after it"
+    );
+    assert!(held_together
+        .iter()
+        .all(|(_, _, status)| status == QuarantineStatus::Held.as_str()));
+    let visits_on = |id: &str| {
+        docs_together.iter().find(|d| d.0 == id).unwrap().1["visits"]
+            .as_object()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (
+            visits_on(&shared),
+            visits_on(&h3a),
+            visits_on(&h3b),
+            visits_on(&h4)
+        ),
+        (3, 2, 2, 2)
+    );
+    assert_eq!(
+        docs_together.iter().find(|d| d.0 == shared).unwrap().1["household"]["community_id"],
+        "c1"
+    );
+
+    // After a restart (documents loaded from the files, not memory) nothing differs.
+    drop((together, alone));
+    let mut together = Engine::new(SqliteStore::open(&together_dir).unwrap());
+    let mut alone = Engine::new(SqliteStore::open(&alone_dir).unwrap());
+    assert_eq!(
+        contents(&mut together, &admin_token),
+        contents(&mut alone, &admin_token)
+    );
+}
