@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::{Change, ChangeHash};
+use automerge::Change;
 use doorstep_core::document::{HouseholdDocument, Scope, View};
 use doorstep_core::sync::protocol::{Ack, Outcome};
 
@@ -94,8 +94,7 @@ impl<'a> Pushed<'a> {
         } else if tx.has_change(&hash)? {
             Status::Logged
         } else {
-            tx.quarantined_change(&hash)?
-                .map_or(Status::New, Status::Quarantined)
+            tx.quarantined_change(&hash)?.map_or(Status::New, Status::Quarantined)
         };
         let mut deps = Vec::new();
         if matches!(status, Status::New) {
@@ -112,18 +111,7 @@ impl<'a> Pushed<'a> {
                 deps.push((dep, state));
             }
         }
-        Ok(Pushed {
-            request,
-            index,
-            household_id,
-            change,
-            hash,
-            device_id,
-            member,
-            may_push,
-            status,
-            deps,
-        })
+        Ok(Pushed { request, index, household_id, change, hash, device_id, member, may_push, status, deps })
     }
 
     /// Why the change must be quarantined before it is even applied: the household is
@@ -132,9 +120,7 @@ impl<'a> Pushed<'a> {
     fn precheck(&self, merged: &HashSet<&str>, refused: &HashSet<&str>) -> Option<String> {
         if !self.may_push {
             let h = self.household_id;
-            return Some(format!(
-                "该住户不在您的负责范围内 / household {h} is not in your scope"
-            ));
+            return Some(format!("该住户不在您的负责范围内 / household {h} is not in your scope"));
         }
         for (dep, state) in &self.deps {
             let state = if merged.contains(dep.as_str()) {
@@ -146,15 +132,9 @@ impl<'a> Pushed<'a> {
             };
             match state {
                 Dep::Logged => {}
-                Dep::Held => {
-                    return Some(format!(
-                        "依赖的变更已被隔离 / depends on quarantined change {dep}"
-                    ))
-                }
+                Dep::Held => return Some(format!("依赖的变更已被隔离 / depends on quarantined change {dep}")),
                 Dep::Missing => {
-                    return Some(format!(
-                        "缺少依赖的变更 / depends on change {dep}, which the server does not have"
-                    ))
+                    return Some(format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"))
                 }
             }
         }
@@ -237,25 +217,15 @@ fn merge_group(doc: Option<HouseholdDocument>, items: &[Pushed<'_>]) -> Result<M
         }
         None => (None, None),
     };
-    Ok(Merged {
-        doc,
-        stored,
-        verdicts,
-    })
+    Ok(Merged { doc, stored, verdicts })
 }
 
 /// `merge_group` for every group, on several threads when the batch is big enough.
 fn merge_groups(groups: Vec<Group<'_, '_>>) -> Vec<Result<Merged>> {
     let changes: usize = groups.iter().map(|(_, items)| items.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS)
-        .min(groups.len());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(groups.len());
     if threads < 2 || changes < PARALLEL_FROM {
-        return groups
-            .into_iter()
-            .map(|(doc, items)| merge_group(doc, items))
-            .collect();
+        return groups.into_iter().map(|(doc, items)| merge_group(doc, items)).collect();
     }
     let mut shares: Vec<Vec<(usize, Group<'_, '_>)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, group) in groups.into_iter().enumerate() {
@@ -266,20 +236,11 @@ fn merge_groups(groups: Vec<Group<'_, '_>>) -> Vec<Result<Merged>> {
             .into_iter()
             .map(|share| {
                 s.spawn(move || {
-                    share
-                        .into_iter()
-                        .map(|(i, (doc, items))| (i, merge_group(doc, items)))
-                        .collect::<Vec<_>>()
+                    share.into_iter().map(|(i, (doc, items))| (i, merge_group(doc, items))).collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
@@ -287,26 +248,13 @@ fn merge_groups(groups: Vec<Group<'_, '_>>) -> Vec<Result<Merged>> {
 
 /// Check and merge the pushed changes of a batch's requests, or quarantine them; never
 /// drop one silently. Returns each request's acknowledgements, in its order.
-pub fn push_batch(
-    tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
-    pushers: &[Pusher<'_>],
-) -> Result<Vec<Vec<Ack>>> {
+pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher<'_>]) -> Result<Vec<Vec<Ack>>> {
     // What the store knows, grouped by household (requests in order, changes in order).
     let mut groups: BTreeMap<&str, Vec<Pushed<'_>>> = BTreeMap::new();
     for (r, pusher) in pushers.iter().enumerate() {
         for (i, (household_id, change)) in pusher.changes.iter().enumerate() {
             let may_push = pusher.may_push(household_id);
-            let p = Pushed::read(
-                tx,
-                (r, i),
-                household_id,
-                change,
-                pusher.device_id,
-                pusher.member,
-                may_push,
-                false,
-            )?;
+            let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
             groups.entry(household_id.as_str()).or_default().push(p);
         }
     }
@@ -316,29 +264,16 @@ pub fn push_batch(
     }
     let results = merge_groups(work);
 
-    let mut acks: Vec<Vec<Option<Ack>>> = pushers
-        .iter()
-        .map(|p| vec![None; p.changes.len()])
-        .collect();
+    let mut acks: Vec<Vec<Option<Ack>>> = pushers.iter().map(|p| vec![None; p.changes.len()]).collect();
     let mut later = Vec::new();
     for ((household_id, items), result) in groups.iter().zip(results) {
-        let Merged {
-            doc,
-            stored,
-            verdicts,
-        } = result?;
+        let Merged { doc, stored, verdicts } = result?;
         save_merged(tx, docs, household_id, doc, stored)?;
         for (p, verdict) in items.iter().zip(verdicts) {
             let outcome = match verdict {
                 Verdict::Known => Outcome::Accepted,
                 Verdict::Merged => {
-                    tx.append_change(
-                        household_id,
-                        &p.hash,
-                        Some(p.device_id),
-                        p.change.raw_bytes(),
-                        now_ms(),
-                    )?;
+                    tx.append_change(household_id, &p.hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
                     Outcome::Accepted
                 }
                 Verdict::Quarantine(reason) => quarantine(tx, p, reason)?,
@@ -347,10 +282,7 @@ pub fn push_batch(
                     continue;
                 }
             };
-            acks[p.request][p.index] = Some(Ack {
-                hash: p.change.hash().0,
-                outcome,
-            });
+            acks[p.request][p.index] = Some(Ack { hash: p.change.hash().0, outcome });
         }
     }
     later.sort();
@@ -358,42 +290,21 @@ pub fn push_batch(
         let pusher = &pushers[r];
         let (household_id, change) = &pusher.changes[i];
         let may_push = pusher.may_push(household_id);
-        let p = Pushed::read(
-            tx,
-            (r, i),
-            household_id,
-            change,
-            pusher.device_id,
-            pusher.member,
-            may_push,
-            false,
-        )?;
+        let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
         let outcome = match p.status {
             Status::Logged => Outcome::Accepted,
             Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
             Status::New => match check_push(tx, docs, &p)? {
                 None => {
-                    tx.append_change(
-                        household_id,
-                        &p.hash,
-                        Some(p.device_id),
-                        change.raw_bytes(),
-                        now_ms(),
-                    )?;
+                    tx.append_change(household_id, &p.hash, Some(p.device_id), change.raw_bytes(), now_ms())?;
                     Outcome::Accepted
                 }
                 Some(reason) => quarantine(tx, &p, reason)?,
             },
         };
-        acks[r][i] = Some(Ack {
-            hash: change.hash().0,
-            outcome,
-        });
+        acks[r][i] = Some(Ack { hash: change.hash().0, outcome });
     }
-    Ok(acks
-        .into_iter()
-        .map(|request| request.into_iter().flatten().collect())
-        .collect())
+    Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
 }
 
 fn quarantine(tx: &impl WriteTx, p: &Pushed<'_>, reason: String) -> Result<Outcome> {
@@ -439,64 +350,29 @@ fn repushed_quarantined(
         // Held, and pushed again: checked again, as this pusher. A reconciliation makes
         // phones push every change the server lacks, other members' too: one relayed by
         // a phone that may not make it is held until its author's phone pushes it.
-        QuarantineStatus::Held if q.household_id == p.household_id => {
-            match check_push(tx, docs, p)? {
-                None => {
-                    tx.append_change(
-                        p.household_id,
-                        hash,
-                        Some(p.device_id),
-                        p.change.raw_bytes(),
-                        now_ms(),
-                    )?;
-                    tx.set_quarantine_status(
-                        hash,
-                        QuarantineStatus::Released,
-                        &p.member.id,
-                        now_ms(),
-                    )?;
-                    recheck_dependents(tx, docs, hash, &p.member.id)?;
-                    Outcome::Accepted
-                }
-                Some(_) => Outcome::Quarantined {
-                    reason: q.reason.clone(),
-                },
+        QuarantineStatus::Held if q.household_id == p.household_id => match check_push(tx, docs, p)? {
+            None => {
+                tx.append_change(p.household_id, hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
+                tx.set_quarantine_status(hash, QuarantineStatus::Released, &p.member.id, now_ms())?;
+                recheck_dependents(tx, docs, hash, &p.member.id)?;
+                Outcome::Accepted
             }
-        }
-        QuarantineStatus::Held => Outcome::Quarantined {
-            reason: q.reason.clone(),
+            Some(_) => Outcome::Quarantined { reason: q.reason.clone() },
         },
+        QuarantineStatus::Held => Outcome::Quarantined { reason: q.reason.clone() },
         QuarantineStatus::Released => Outcome::Accepted,
-        QuarantineStatus::Discarded => Outcome::Discarded {
-            reason: q.reason.clone(),
-        },
+        QuarantineStatus::Discarded => Outcome::Discarded { reason: q.reason.clone() },
     })
 }
 
 /// Check `p` as a fresh push (whatever the store holds of it) and, if it passes, merge it
 /// into the transaction's document and store that; otherwise say why it must be
 /// quarantined. The caller logs it.
-fn check_push(
-    tx: &impl WriteTx,
-    docs: &mut Documents<'_>,
-    p: &Pushed<'_>,
-) -> Result<Option<String>> {
-    let fresh = Pushed::read(
-        tx,
-        (p.request, p.index),
-        p.household_id,
-        p.change,
-        p.device_id,
-        p.member,
-        p.may_push,
-        true,
-    )?;
+fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
+    let fresh =
+        Pushed::read(tx, (p.request, p.index), p.household_id, p.change, p.device_id, p.member, p.may_push, true)?;
     let doc = docs.take(tx, p.household_id)?;
-    let Merged {
-        doc,
-        stored,
-        mut verdicts,
-    } = merge_group(doc, std::slice::from_ref(&fresh))?;
+    let Merged { doc, stored, mut verdicts } = merge_group(doc, std::slice::from_ref(&fresh))?;
     save_merged(tx, docs, p.household_id, doc, stored)?;
     Ok(match verdicts.pop() {
         Some(Verdict::Quarantine(reason)) => Some(reason),
@@ -515,16 +391,7 @@ pub fn recheck(
     change: &Change,
     may_push: bool,
 ) -> Result<Option<String>> {
-    let p = Pushed::read(
-        tx,
-        (0, 0),
-        household_id,
-        change,
-        device_id,
-        member,
-        may_push,
-        true,
-    )?;
+    let p = Pushed::read(tx, (0, 0), household_id, change, device_id, member, may_push, true)?;
     check_push(tx, docs, &p)
 }
 
@@ -535,12 +402,7 @@ fn no_household(household_id: &str) -> String {
 /// Whether `member` may push to `household_id`: admins anywhere; others in their scope, or
 /// to a household their device still holds (a reassigned household's pending changes are
 /// taken before it leaves the phone).
-pub fn may_push(
-    member: &Member,
-    in_scope: &HashSet<String>,
-    held: &HashSet<String>,
-    household_id: &str,
-) -> bool {
+pub fn may_push(member: &Member, in_scope: &HashSet<String>, held: &HashSet<String>, household_id: &str) -> bool {
     member.role == Role::Admin || in_scope.contains(household_id) || held.contains(household_id)
 }
 
@@ -548,18 +410,16 @@ pub fn may_push(
 /// document, saved once by `close`.
 struct Merging {
     doc: HouseholdDocument,
-    before: Vec<ChangeHash>,
+    /// The merged changes, in order: the increment to store (what `save_after` would
+    /// give, without searching the history for it).
+    increment: Vec<u8>,
     /// The records the merged changes touched; `None` while nothing was merged.
     touched: Option<Scope>,
 }
 
 impl Merging {
-    fn new(mut doc: HouseholdDocument) -> Merging {
-        Merging {
-            before: doc.heads(),
-            doc,
-            touched: None,
-        }
+    fn new(doc: HouseholdDocument) -> Merging {
+        Merging { doc, increment: Vec::new(), touched: None }
     }
 
     /// Merge `change` into the working copy if the result passes the check; otherwise
@@ -567,13 +427,12 @@ impl Merging {
     fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
         let mut trial = self.doc.clone();
         if let Err(e) = trial.apply(vec![change.clone()]) {
-            return Ok(Some(format!(
-                "变更无法合并 / the change cannot be merged: {e}"
-            )));
+            return Ok(Some(format!("变更无法合并 / the change cannot be merged: {e}")));
         }
         match check_change(&trial, change, member) {
             Ok(scope) => {
                 self.doc = trial;
+                self.increment.extend_from_slice(change.raw_bytes());
                 match &mut self.touched {
                     Some(touched) => touched.extend(scope),
                     None => self.touched = Some(scope),
@@ -587,11 +446,8 @@ impl Merging {
     /// The document, and what to store if something merged: one increment and the
     /// projection rows of the touched records.
     fn close(mut self) -> Result<(HouseholdDocument, Option<ToStore>)> {
-        let Some(touched) = self.touched else {
-            return Ok((self.doc, None));
-        };
-        let increment = self.doc.save_after(&self.before);
+        let Some(touched) = self.touched else { return Ok((self.doc, None)) };
         let view = self.doc.view(&touched)?;
-        Ok((self.doc, Some((increment, view))))
+        Ok((self.doc, Some((self.increment, view))))
     }
 }

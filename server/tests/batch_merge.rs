@@ -9,9 +9,7 @@ mod support;
 
 use automerge::{ActorId, Change};
 use doorstep_core::document::{Author, HouseholdDocument};
-use doorstep_core::sync::protocol::{
-    PushedChange, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, PROTOCOL_VERSION,
-};
+use doorstep_core::sync::protocol::{PushedChange, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, PROTOCOL_VERSION};
 use doorstep_core::HouseholdUpdate;
 use doorstep_server::admin;
 use doorstep_server::auth::hash_secret;
@@ -31,20 +29,13 @@ fn job(
         position,
         changes: changes
             .iter()
-            .map(|(h, c)| PushedChange {
-                household_id: h.clone(),
-                bytes: c.raw_bytes().to_vec(),
-            })
+            .map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().to_vec() })
             .collect(),
         reconcile: None,
         rebuild: vec![],
         max_response_bytes: DEFAULT_PAGE_BYTES,
     };
-    SyncJob {
-        token_hash: hash_secret(token),
-        request,
-        changes,
-    }
+    SyncJob { token_hash: hash_secret(token), request, changes }
 }
 
 fn member(id: &str, role: Role) -> Member {
@@ -71,8 +62,7 @@ fn contents(engine: &mut Engine<SqliteStore>, admin_token: &str) -> (Vec<StoredH
         .data
         .iter()
         .map(|d| {
-            let mut doc =
-                HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+            let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
             let mut heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
             (d.household_id.clone(), doc.to_json(), heads)
@@ -101,26 +91,10 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
 
     // ----- one district, copied into two stores ----------------------------------------
     let mut engine = Engine::new(SqliteStore::open(&together_dir).unwrap());
-    let admin_token = admin::create_admin(&mut engine, "admin", "管理员")
-        .unwrap()
-        .token;
-    admin::add_branch(
-        &mut engine,
-        &Branch {
-            id: "b1".into(),
-            name: "一支部".into(),
-        },
-    )
-    .unwrap();
+    let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
+    admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
     for c in ["c1", "c2"] {
-        admin::add_community(
-            &mut engine,
-            &Community {
-                id: c.into(),
-                name: c.into(),
-            },
-        )
-        .unwrap();
+        admin::add_community(&mut engine, &Community { id: c.into(), name: c.into() }).unwrap();
     }
     let members = ["m1", "m2", "m3", "m4"];
     for m in members {
@@ -152,14 +126,7 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
             .iter()
             .map(|d| HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap())
             .collect();
-        phones.push((
-            Author {
-                member_id: m.into(),
-                device_id: token.device_id.clone(),
-            },
-            docs,
-            first,
-        ));
+        phones.push((Author { member_id: m.into(), device_id: token.device_id.clone() }, docs, first));
         tokens.push(token.token);
     }
     drop(engine);
@@ -173,132 +140,66 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
             let before = doc.heads();
             let id = doc.id().to_string();
             let at = 1_000_000 * (k as i64 + 1);
-            doc.record_visit(
-                author,
-                at,
-                &new_visit(&id, at, &format!("{}的走访", author.member_id)),
-            )
-            .unwrap();
+            doc.record_visit(author, at, &new_visit(&id, at, &format!("{}的走访", author.member_id))).unwrap();
             if author.member_id == "m2" {
                 // A forbidden change in the middle, a dependent after it.
                 doc.update_household(
                     author,
                     at + 1,
-                    &HouseholdUpdate {
-                        community_id: Some("c2".into()),
-                        ..Default::default()
-                    },
+                    &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() },
                 )
                 .unwrap();
-                doc.record_visit(author, at + 2, &new_visit(&id, at + 2, "之后的走访"))
-                    .unwrap();
+                doc.record_visit(author, at + 2, &new_visit(&id, at + 2, "之后的走访")).unwrap();
             }
             doc.record_visit(
                 author,
                 at + 3,
-                &new_visit(
-                    &id,
-                    at + 3,
-                    "第二次走访，备注较长：家长询问入学材料和学区划分",
-                ),
+                &new_visit(&id, at + 3, "第二次走访，备注较长：家长询问入学材料和学区划分"),
             )
             .unwrap();
-            changes.extend(
-                doc.changes_since(&before)
-                    .into_iter()
-                    .map(|c| (id.clone(), c)),
-            );
+            changes.extend(doc.changes_since(&before).into_iter().map(|c| (id.clone(), c)));
         }
         pushes.push(changes);
     }
-    assert!(
-        pushes.iter().map(Vec::len).sum::<usize>() >= 8,
-        "enough changes to merge on several threads"
-    );
+    assert!(pushes.iter().map(Vec::len).sum::<usize>() >= 8, "enough changes to merge on several threads");
     let jobs = |pushes: &[Vec<(String, Change)>]| -> Vec<SyncJob> {
         phones
             .iter()
             .zip(&tokens)
             .zip(pushes)
-            .map(|(((_, _, first), token), changes)| {
-                job(token, Some(first.position.clone()), changes.clone())
-            })
+            .map(|(((_, _, first), token), changes)| job(token, Some(first.position.clone()), changes.clone()))
             .collect()
     };
 
     // ----- together, and one by one ----------------------------------------------------------
     let mut together = Engine::new(SqliteStore::open(&together_dir).unwrap());
-    let batch: Vec<SyncResponse> = together
-        .sync_batch(jobs(&pushes))
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let batch: Vec<SyncResponse> = together.sync_batch(jobs(&pushes)).into_iter().map(Result::unwrap).collect();
     let mut alone = Engine::new(SqliteStore::open(&alone_dir).unwrap());
-    let single: Vec<SyncResponse> = jobs(&pushes)
-        .into_iter()
-        .map(|j| one(alone.sync_batch(vec![j])))
-        .collect();
+    let single: Vec<SyncResponse> = jobs(&pushes).into_iter().map(|j| one(alone.sync_batch(vec![j]))).collect();
 
     for (k, (b, s)) in batch.iter().zip(&single).enumerate() {
-        assert_eq!(
-            b.acks, s.acks,
-            "request {k}: the same acknowledgements, in the request's order"
-        );
+        assert_eq!(b.acks, s.acks, "request {k}: the same acknowledgements, in the request's order");
         let hashes: Vec<[u8; 32]> = pushes[k].iter().map(|(_, c)| c.hash().0).collect();
         assert_eq!(b.acks.iter().map(|a| a.hash).collect::<Vec<_>>(), hashes);
     }
     let outcomes: Vec<usize> = batch
         .iter()
-        .map(|r| {
-            r.acks
-                .iter()
-                .filter(|a| a.outcome == doorstep_core::sync::protocol::Outcome::Accepted)
-                .count()
-        })
+        .map(|r| r.acks.iter().filter(|a| a.outcome == doorstep_core::sync::protocol::Outcome::Accepted).count())
         .collect();
-    assert_eq!(
-        outcomes,
-        vec![2, 1, 4, 2],
-        "m2's forbidden change and its dependent are held"
-    );
+    assert_eq!(outcomes, vec![2, 1, 4, 2], "m2's forbidden change and its dependent are held");
     let (docs_together, held_together) = contents(&mut together, &admin_token);
     let (docs_alone, held_alone) = contents(&mut alone, &admin_token);
     assert_eq!(docs_together, docs_alone, "the same documents");
     assert_eq!(held_together, held_alone, "the same quarantine");
-    assert_eq!(
-        held_together.len(),
-        3,
-        "the forbidden change and the two after it"
-    );
-    assert!(held_together
-        .iter()
-        .all(|(_, _, status)| status == QuarantineStatus::Held.as_str()));
-    let visits_on = |id: &str| {
-        docs_together.iter().find(|d| d.0 == id).unwrap().1["visits"]
-            .as_object()
-            .unwrap()
-            .len()
-    };
-    assert_eq!(
-        (
-            visits_on(&shared),
-            visits_on(&h3a),
-            visits_on(&h3b),
-            visits_on(&h4)
-        ),
-        (3, 2, 2, 2)
-    );
-    assert_eq!(
-        docs_together.iter().find(|d| d.0 == shared).unwrap().1["household"]["community_id"],
-        "c1"
-    );
+    assert_eq!(held_together.len(), 3, "the forbidden change and the two after it");
+    assert!(held_together.iter().all(|(_, _, status)| status == QuarantineStatus::Held.as_str()));
+    let visits_on = |id: &str| docs_together.iter().find(|d| d.0 == id).unwrap().1["visits"].as_object().unwrap().len();
+    assert_eq!((visits_on(&shared), visits_on(&h3a), visits_on(&h3b), visits_on(&h4)), (3, 2, 2, 2));
+    assert_eq!(docs_together.iter().find(|d| d.0 == shared).unwrap().1["household"]["community_id"], "c1");
 
     // After a restart (documents loaded from the files, not memory) nothing differs.
     drop((together, alone));
     let mut together = Engine::new(SqliteStore::open(&together_dir).unwrap());
     let mut alone = Engine::new(SqliteStore::open(&alone_dir).unwrap());
-    assert_eq!(
-        contents(&mut together, &admin_token),
-        contents(&mut alone, &admin_token)
-    );
+    assert_eq!(contents(&mut together, &admin_token), contents(&mut alone, &admin_token));
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use automerge::legacy::{Key, ObjectId};
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{Change, ObjId as ExId, Prop, ReadDoc};
 
 use super::HouseholdDocument;
@@ -18,23 +18,31 @@ impl HouseholdDocument {
     /// Operations on objects that are no longer reachable are reported as `["?"]`.
     pub fn paths_written_by(&self, change: &Change) -> Vec<WrittenPath> {
         let expanded = change.decode();
-        let mut object_paths: HashMap<&ObjectId, Option<WrittenPath>> = HashMap::new();
+        let start_op = change.start_op().get();
+        // Where each object sits. An object this change made under a map key sits where
+        // it was made: no need to look it up in the document.
+        let mut object_paths: HashMap<ObjectId, Option<WrittenPath>> = HashMap::new();
         let mut out = BTreeSet::new();
-        for op in &expanded.operations {
-            let base = object_paths.entry(&op.obj).or_insert_with(|| self.object_path(&op.obj));
+        for (i, op) in expanded.operations.iter().enumerate() {
+            let base = match object_paths.get(&op.obj) {
+                Some(base) => base.clone(),
+                None => {
+                    let base = self.object_path(&op.obj);
+                    object_paths.insert(op.obj.clone(), base.clone());
+                    base
+                }
+            };
             let path = match (base, &op.key) {
                 (None, _) => vec!["?".to_string()],
-                (Some(base), Key::Map(key)) => {
-                    let mut path = base.clone();
+                (Some(mut path), Key::Map(key)) => {
                     path.push(key.to_string());
+                    if matches!(op.action, OpType::Make(_)) {
+                        let made = ObjectId::Id(OpId(start_op + i as u64, change.actor_id().clone()));
+                        object_paths.insert(made, Some(path.clone()));
+                    }
                     path
                 }
-                (Some(base), Key::Seq(_)) => {
-                    if out.contains(base) {
-                        continue;
-                    }
-                    base.clone()
-                }
+                (Some(path), Key::Seq(_)) => path,
             };
             out.insert(path);
         }
