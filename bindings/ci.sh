@@ -4,7 +4,8 @@
 #   1. build libdoorstep_bindings and uniffi-bindgen ONCE: with `cargo test --workspace
 #      --all-targets --no-run`, i.e. the very build (profile, features, target/ dir) that
 #      scripts/test.sh makes. A narrower `cargo build -p doorstep-bindings` would resolve
-#      other features for tokio, reqwest, serde_json... and compile the core a second time.
+#      other features (the core without `http-client`, tokio, serde_json...) and compile the
+#      core a second time.
 #      (bindings/tests/generator.rs makes cargo test build the uniffi-bindgen binary.)
 #      The same build makes target/debug/doorstep-server (the server's integration tests
 #      need the binary), which the sync tests start as a real process.

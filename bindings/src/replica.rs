@@ -26,7 +26,7 @@ fn convert<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
 #[derive(uniffi::Object)]
 pub struct Replica {
     // An `Arc` so that work can outlive one call's borrow of `self`: `sync` (src/sync.rs)
-    // spawns the core's sync on the tokio runtime with a clone of it.
+    // spawns the core's sync loop on the library's sync thread with a clone of it.
     core: Arc<dc::Replica>,
 }
 

@@ -2,7 +2,9 @@
 //
 // Doorstep for iOS: the UniFFI-generated Swift (Sources/Doorstep/Doorstep.swift, copied here
 // by ../generate.sh) over the Rust core, linked statically from DoorstepFFI.xcframework (built
-// on macOS by ./build-xcframework.sh). NOT compiled on the Linux machines that wrote it: no
+// on macOS by ./build-xcframework.sh), plus two hand-written files in Sources/Doorstep:
+// DoorstepError+LocalizedError.swift and URLSessionTransport.swift (the HTTP transport that
+// `sync` posts through). NOT compiled on the Linux machines that wrote it: no
 // Swift toolchain there. See ../README.md.
 import PackageDescription
 

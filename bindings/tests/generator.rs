@@ -1,4 +1,5 @@
-//! The pinned generator reads the built library and honours uniffi.toml.
+//! The pinned generator reads the built library and honours uniffi.toml, and the sync API
+//! has the shape the Kotlin and Python layers rely on.
 //!
 //! Being an integration test, this also makes `cargo test` build the `uniffi-bindgen`
 //! binary (target/<profile>/) and the cdylib (target/<profile>/deps/) with the workspace's
@@ -56,11 +57,18 @@ fn generates_kotlin_and_python_with_flat_readable_errors() {
     // Flat error: `message` is the Rust Display text, not a list of fields.
     assert!(kotlin.contains("class NotFound(message: String) : DoorstepException(message)"));
     assert!(kotlin.contains("interface ChangeListener"));
-    // `sync` is async on tokio: a suspend function, with default options.
+    // `sync` is async and posts through the app's transport (a foreign trait whose one
+    // method is async too): suspend functions, with default options.
     assert!(kotlin.contains(
-        "suspend fun `sync`(`serverUrl`: kotlin.String, `deviceToken`: kotlin.String, `options`: SyncOptions = SyncOptions())"
+        "suspend fun `sync`(`serverUrl`: kotlin.String, `deviceToken`: kotlin.String, `transport`: HttpTransport, `options`: SyncOptions = SyncOptions())"
     ));
+    assert!(kotlin.contains("public interface HttpTransport {"));
+    assert!(kotlin.contains("suspend fun `post`(`request`: HttpRequest): HttpResponse"));
+    assert!(kotlin.contains("sealed class TransportException: kotlin.Exception()"));
     let python = std::fs::read_to_string(out.path().join("python/doorstep.py")).unwrap();
     assert!(python.contains("class DoorstepError(Exception)"));
-    assert!(python.contains("async def sync(self, server_url: str,device_token: str,"));
+    assert!(python.contains(
+        "async def sync(self, server_url: str,device_token: str,transport: HttpTransport,"
+    ));
+    assert!(python.contains("async def post(self, request: HttpRequest) -> HttpResponse:"));
 }

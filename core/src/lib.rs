@@ -7,7 +7,8 @@
 //! - [`replica`]: the API apps call; every write durable before it returns.
 //! - [`exchange`]: what replicas and the sync server exchange.
 //! - [`listener`]: change notifications with cancel-on-drop subscriptions.
-//! - [`sync`]: syncing with the Doorstep server: protocol, outbox, HTTP client.
+//! - [`sync`]: syncing with the Doorstep server: protocol, outbox, the sync loop over a
+//!   transport, and (feature `http-client`, on by default) a reqwest transport.
 //! - [`error`]: the narrow public error type.
 
 pub mod document;
@@ -25,5 +26,9 @@ pub use exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 pub use listener::{ChangeEvent, ChangeListener, ChangeOrigin, Subscription};
 pub use model::*;
 pub use replica::Replica;
-pub use sync::client::{sync, SyncOptions, SyncReport};
+pub use sync::client::{
+    sync_with, SyncOptions, SyncReport, SyncTransport, TransportError, TransportRequest, TransportResponse,
+};
+#[cfg(feature = "http-client")]
+pub use sync::http_client::{sync, ReqwestTransport};
 pub use sync::PendingChange;

@@ -1,5 +1,6 @@
 """`Replica.sync` (an `async def` in Python) against a real doorstep-server process started
-for each test on 127.0.0.1 and killed after it (fixtures in conftest.py)."""
+for each test on 127.0.0.1 and killed after it (fixtures in conftest.py), posting through
+the `http.client` transport of http_transport.py."""
 
 import asyncio
 import threading
@@ -9,6 +10,7 @@ import pytest
 
 import doorstep
 from doorstep import ChangeOrigin, DoorstepError, NewVisit, SyncOptions, VisitMode
+from http_transport import HttpClientTransport
 from live_server import StalledServer, closed_loopback_port
 
 OFFLINE = "无法连接同步服务器，数据已保存在本机，稍后会自动重试 / cannot reach the sync server, your data is kept on this phone: "
@@ -18,11 +20,20 @@ def visit(household, notes):
     return NewVisit(household_id=household, started_at_ms=1_750_000_000_000, mode=VisitMode.IN_PERSON(), notes=notes)
 
 
-def sync(replica, url, token, **options):
-    """Run one sync to completion from synchronous test code."""
+TRANSPORT = HttpClientTransport()
+
+
+async def sync_async(replica, url, token, transport=TRANSPORT, **options):
+    """`replica.sync` on the running loop, which UniFFI is told to run the transport on."""
+    doorstep.uniffi_set_event_loop(asyncio.get_running_loop())
     if options:
-        return asyncio.run(replica.sync(url, token, SyncOptions(**options)))
-    return asyncio.run(replica.sync(url, token))
+        return await replica.sync(url, token, transport, SyncOptions(**options))
+    return await replica.sync(url, token, transport)
+
+
+def sync(replica, url, token, transport=TRANSPORT, **options):
+    """Run one sync to completion from synchronous test code."""
+    return asyncio.run(sync_async(replica, url, token, transport, **options))
 
 
 class RemoteThreads(doorstep.ChangeListener):
@@ -81,9 +92,7 @@ def test_unreachable_server_raises_network_and_loses_nothing(district, open_repl
     port = closed_loopback_port()
     with pytest.raises(DoorstepError.Network) as caught:
         sync(zhang, f"http://127.0.0.1:{port}", d.zhang[1], timeout_seconds=5)
-    assert str(caught.value) == (
-        OFFLINE + f"no connection / 无网络连接: error sending request for url (http://127.0.0.1:{port}/v1/sync)"
-    )
+    assert str(caught.value) == OFFLINE + f"no connection / 无网络连接: http://127.0.0.1:{port}/v1/sync: Connection refused"
     assert zhang.pending_changes() == pending
     assert zhang.visit(v.id) == v
 
@@ -115,6 +124,39 @@ def test_wrong_token_raises_the_readable_401(district, open_replica):
     assert zhang.pending_changes() == []
 
 
+class Failing(doorstep.HttpTransport):
+    """An app's transport that fails with an ordinary exception (not a TransportError)."""
+
+    def __init__(self):
+        self.requests = []
+
+    async def post(self, request):
+        self.requests.append(request)
+        raise RuntimeError("proxy authentication required / 代理需要登录")
+
+
+def test_a_transport_that_raises_gives_network_with_its_message_and_loses_nothing(district, open_replica):
+    d = district
+    zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
+    sync(zhang, d.server.url, d.zhang[1])
+    v = zhang.record_visit(visit(d.household, "电话回访"))
+    pending = zhang.pending_changes()
+
+    failing = Failing()
+    with pytest.raises(DoorstepError.Network) as caught:
+        sync(zhang, d.server.url, d.zhang[1], failing, timeout_seconds=10)
+    assert str(caught.value) == OFFLINE + "RuntimeError('proxy authentication required / 代理需要登录')"
+    (request,) = failing.requests
+    assert request.url == d.server.url + "/v1/sync"
+    assert doorstep.HttpHeader(name="Authorization", value=f"Bearer {d.zhang[1]}") in request.headers
+    assert request.timeout_ms == 10_000 and request.body
+    assert zhang.pending_changes() == pending
+    assert zhang.visit(v.id) == v
+
+    assert sync(zhang, d.server.url, d.zhang[1]).accepted == len(pending)
+    assert zhang.pending_changes() == []
+
+
 def test_replica_usable_while_a_sync_waits_and_a_cancelled_sync_stops(open_replica, new_household):
     stalled = StalledServer()
     try:
@@ -122,7 +164,7 @@ def test_replica_usable_while_a_sync_waits_and_a_cancelled_sync_stops(open_repli
         h = r.create_household(new_household())
 
         async def scenario():
-            task = asyncio.create_task(r.sync(stalled.url, "token", SyncOptions(timeout_seconds=6)))
+            task = asyncio.create_task(sync_async(r, stalled.url, "token", timeout_seconds=6))
             await asyncio.to_thread(stalled.next_connection)  # the request is on the wire
             # What a UI does meanwhile, from another thread: none of it waits for the sync.
             started = time.monotonic()
@@ -142,7 +184,7 @@ def test_replica_usable_while_a_sync_waits_and_a_cancelled_sync_stops(open_repli
 
             # Cancelling the task stops the native sync: the server sees the connection
             # closed at once, not after the 60 s default timeout.
-            cancelled = asyncio.create_task(r.sync(stalled.url, "token"))
+            cancelled = asyncio.create_task(sync_async(r, stalled.url, "token"))
             connection = await asyncio.to_thread(stalled.next_connection)
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):

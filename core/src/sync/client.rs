@@ -1,9 +1,20 @@
-//! The HTTP side of a sync: post requests to the server until it has nothing more.
+//! The sync loop: post requests to the server until it has nothing more, over any
+//! [`SyncTransport`].
+//!
+//! The loop knows the protocol and no HTTP library: it builds each request from the
+//! replica, encodes it, hands the bytes to the transport (which posts them to
+//! `{server}/v1/sync` and returns the status and the body), decodes the answer and applies
+//! it. The transport is whatever the caller has: reqwest in `sync::http_client` (feature
+//! `http-client`, on by default: the server, its tests and benchmarks), or the phone's own
+//! HTTP stack behind a foreign trait in the mobile bindings (OkHttp or
+//! `HttpURLConnection`, `URLSession`), which keeps an HTTP client and a TLS stack out of
+//! the phone library.
 //!
 //! Offline, timeouts and server errors end the sync with `Error::Network` or
 //! `Error::Server` and lose nothing: the outbox and the position only change when a
 //! response has been applied, so the next call picks up where this one stopped.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::protocol::{self, SyncResponse, CONTENT_TYPE, DEFAULT_PAGE_BYTES};
@@ -34,6 +45,8 @@ pub struct SyncReport {
 /// Options of a sync.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
+    /// Give up one request after this long (connecting, sending, receiving). Passed to the
+    /// transport in every [`TransportRequest`].
     pub timeout: Duration,
     pub page_bytes: u32,
 }
@@ -44,15 +57,60 @@ impl Default for SyncOptions {
     }
 }
 
-fn network(e: reqwest::Error) -> Error {
-    let reason = if e.is_timeout() {
-        "timed out / 超时".to_string()
-    } else if e.is_connect() {
-        format!("no connection / 无网络连接: {e}")
-    } else {
-        e.to_string()
-    };
-    Error::Network { reason }
+/// One sync request for a transport to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportRequest {
+    /// `{server_url}/v1/sync`.
+    pub url: String,
+    /// Headers to send as they are: `Authorization: Bearer <device token>` and
+    /// `Content-Type: ` [`CONTENT_TYPE`].
+    pub headers: Vec<(String, String)>,
+    /// The encoded request (zstd-compressed postcard).
+    pub body: Vec<u8>,
+    /// Give up after this long, connecting and waiting for the answer included, with
+    /// [`TransportError::Timeout`].
+    pub timeout: Duration,
+}
+
+/// The server's answer, whatever its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportResponse {
+    /// The HTTP status code (any: the loop reads non-2xx answers as `Error::Server`).
+    pub status: u16,
+    /// The whole response body.
+    pub body: Vec<u8>,
+}
+
+/// Why a transport got no answer. The loop turns every one into `Error::Network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// No answer within the request's timeout.
+    Timeout,
+    /// The server could not be reached: offline, name not resolved, connection refused,
+    /// TLS handshake failed. The text says which.
+    NoConnection(String),
+    /// Anything else: the connection was cut mid-way, the answer was not HTTP...
+    Failed(String),
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        let reason = match e {
+            TransportError::Timeout => "timed out / 超时".to_string(),
+            TransportError::NoConnection(detail) => format!("no connection / 无网络连接: {detail}"),
+            TransportError::Failed(detail) => detail,
+        };
+        Error::Network { reason }
+    }
+}
+
+/// Posts one sync request to the server and returns its answer: the one thing the sync
+/// loop needs from an HTTP stack.
+///
+/// The future must be `Send`, so that a sync can run on a thread other than the one that
+/// started it. Dropping it (a cancelled sync) should abort the request.
+pub trait SyncTransport {
+    fn post(&self, request: TransportRequest) -> impl Future<Output = Result<TransportResponse, TransportError>> + Send;
 }
 
 /// The text of an error answer: the server sends `{"error": "<bilingual text>"}`; anything
@@ -66,32 +124,39 @@ fn server_message(body: &[u8]) -> String {
 }
 
 /// Sync `replica` with the server at `server_url` (e.g. `https://doorstep.example.org`)
-/// using the device's token.
-pub async fn sync(replica: &Replica, server_url: &str, device_token: &str, options: &SyncOptions) -> Result<SyncReport> {
-    let client = reqwest::Client::builder().timeout(options.timeout).build().map_err(network)?;
+/// using the device's token, posting each request through `transport`.
+///
+/// The replica's lock is taken only while a request is built and while a response is
+/// applied (one SQLite transaction each), never while the transport waits, so other
+/// threads use the replica meanwhile.
+pub async fn sync_with<T: SyncTransport + ?Sized>(
+    replica: &Replica,
+    transport: &T,
+    server_url: &str,
+    device_token: &str,
+    options: &SyncOptions,
+) -> Result<SyncReport> {
     let url = format!("{}/v1/sync", server_url.trim_end_matches('/'));
+    let headers = vec![
+        ("Authorization".to_string(), format!("Bearer {device_token}")),
+        ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+    ];
     let mut report = SyncReport::default();
     loop {
         let request = replica.sync_request(options.page_bytes)?;
         let body = protocol::encode(&request);
         report.bytes_sent += body.len() as u64;
-        let response = client
-            .post(&url)
-            .bearer_auth(device_token)
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(body)
-            .send()
-            .await
-            .map_err(network)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(network)?;
+        let response = transport
+            .post(TransportRequest { url: url.clone(), headers: headers.clone(), body, timeout: options.timeout })
+            .await?;
+        let (status, bytes) = (response.status, response.body);
         report.bytes_received += bytes.len() as u64;
         report.round_trips += 1;
-        if !status.is_success() {
-            return Err(Error::Server { status: status.as_u16(), message: server_message(&bytes) });
+        if !(200..300).contains(&status) {
+            return Err(Error::Server { status, message: server_message(&bytes) });
         }
         let response = SyncResponse::decode(&bytes, MAX_RESPONSE_BYTES)
-            .map_err(|e| Error::Server { status: status.as_u16(), message: format!("unreadable response: {e}") })?;
+            .map_err(|e| Error::Server { status, message: format!("unreadable response: {e}") })?;
         let step: SyncStep = replica.apply_sync_response(response)?;
         report.accepted += step.accepted;
         report.quarantined += step.quarantined;
@@ -108,7 +173,10 @@ pub async fn sync(replica: &Replica, server_url: &str, device_token: &str, optio
 
 #[cfg(test)]
 mod tests {
-    use super::server_message;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::NewHousehold;
 
     #[test]
     fn error_answers_show_the_server_text_not_its_json() {
@@ -116,5 +184,85 @@ mod tests {
         assert_eq!(server_message(json.as_bytes()), "未登录或凭证无效 / missing, wrong or revoked token");
         assert_eq!(server_message(b"length limit exceeded\n"), "length limit exceeded");
         assert_eq!(server_message(br#"{"error":""}"#), r#"{"error":""}"#);
+    }
+
+    /// Answers every request with one canned result and keeps what it was sent.
+    struct Canned {
+        answer: Result<TransportResponse, TransportError>,
+        sent: Mutex<Vec<TransportRequest>>,
+    }
+
+    impl SyncTransport for Canned {
+        async fn post(&self, request: TransportRequest) -> Result<TransportResponse, TransportError> {
+            self.sent.lock().unwrap().push(request);
+            self.answer.clone()
+        }
+    }
+
+    /// Polls a future that never waits (the canned transport answers at once).
+    fn ready<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("the canned transport never waits"),
+        }
+    }
+
+    fn replica_with_a_change() -> (tempfile::TempDir, Replica) {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.sqlite3"), "m-1", "d-1").unwrap();
+        replica
+            .create_household(&NewHousehold {
+                family_name: "王".into(),
+                address: "平洲路 1 号".into(),
+                community_id: "c-1".into(),
+                branch_id: "b-1".into(),
+                assigned_members: vec!["m-1".into()],
+                ..NewHousehold::default()
+            })
+            .unwrap();
+        assert!(!replica.pending_changes().unwrap().is_empty());
+        (dir, replica)
+    }
+
+    #[test]
+    fn the_loop_sends_the_url_token_and_content_type_and_maps_failures_without_loss() {
+        let (_dir, replica) = replica_with_a_change();
+        let pending = replica.pending_changes().unwrap();
+        let options = SyncOptions { timeout: Duration::from_secs(7), ..SyncOptions::default() };
+
+        let offline = Canned { answer: Err(TransportError::NoConnection("refused".into())), sent: Mutex::default() };
+        let e = ready(sync_with(&replica, &offline, "http://127.0.0.1:9/", "tok", &options)).unwrap_err();
+        assert_eq!(e, Error::Network { reason: "no connection / 无网络连接: refused".into() });
+        let sent = offline.sent.into_inner().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].url, "http://127.0.0.1:9/v1/sync");
+        assert_eq!(
+            sent[0].headers,
+            vec![
+                ("Authorization".to_string(), "Bearer tok".to_string()),
+                ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+            ]
+        );
+        assert_eq!(sent[0].timeout, Duration::from_secs(7));
+        assert!(!sent[0].body.is_empty());
+        assert_eq!(replica.pending_changes().unwrap(), pending, "nothing lost");
+
+        let slow = Canned { answer: Err(TransportError::Timeout), sent: Mutex::default() };
+        let e = ready(sync_with(&replica, &slow, "http://x", "tok", &options)).unwrap_err();
+        assert_eq!(e.to_string(), "无法连接同步服务器，数据已保存在本机，稍后会自动重试 / cannot reach the sync server, your data is kept on this phone: timed out / 超时");
+
+        let refused = Canned {
+            answer: Ok(TransportResponse { status: 401, body: br#"{"error":"wrong token"}"#.to_vec() }),
+            sent: Mutex::default(),
+        };
+        let e = ready(sync_with(&replica, &refused, "http://x", "tok", &options)).unwrap_err();
+        assert_eq!(e, Error::Server { status: 401, message: "wrong token".into() });
+
+        let garbage = Canned { answer: Ok(TransportResponse { status: 200, body: b"<html>".to_vec() }), sent: Mutex::default() };
+        let e = ready(sync_with(&replica, &garbage, "http://x", "tok", &options)).unwrap_err();
+        assert!(matches!(e, Error::Server { status: 200, ref message } if message.starts_with("unreadable response")), "{e}");
+        assert_eq!(replica.pending_changes().unwrap(), pending, "nothing lost");
     }
 }

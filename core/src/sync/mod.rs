@@ -5,9 +5,15 @@
 //!   outbox and the stored position; `Replica::apply_sync_response` applies a response in
 //!   one SQLite transaction (changes, whole documents, acknowledgements, removals, new
 //!   position). A response that is lost changes nothing; the next request repeats.
-//! - [`client`]: the HTTP loop (reqwest) that pages until the server has nothing more.
+//! - [`client`]: the sync loop that pages until the server has nothing more, over any
+//!   [`client::SyncTransport`] (one method: post these bytes, return the status and body).
+//! - `http_client` (feature `http-client`, on by default): the reqwest transport and
+//!   `sync`, the loop over it. The mobile bindings build without it and post through the
+//!   phone's own HTTP stack.
 
 pub mod client;
+#[cfg(feature = "http-client")]
+pub mod http_client;
 pub mod protocol;
 
 use std::collections::BTreeSet;

@@ -12,6 +12,7 @@ import app.doorstep.ffi.HouseholdChanges
 import app.doorstep.ffi.HouseholdHeads
 import app.doorstep.ffi.HouseholdSummary
 import app.doorstep.ffi.HouseholdUpdate
+import app.doorstep.ffi.HttpTransport
 import app.doorstep.ffi.ImportReport
 import app.doorstep.ffi.Issue
 import app.doorstep.ffi.IssueStatus
@@ -41,8 +42,10 @@ import kotlinx.coroutines.withContext
 /**
  * The member's offline replica for Kotlin callers: every call is a `suspend` function that
  * runs the blocking native call on [io] (by default [Dispatchers.IO]), so the UI thread never
- * waits for SQLite. [sync] is native-async: it suspends while the library's own thread talks
- * to the server, and the other functions stay usable meanwhile. Failures throw [DoorstepException] subclasses (`NotFound`,
+ * waits for SQLite. [sync] is native-async: it suspends while the library's own thread
+ * syncs, posting each request through [transport] (by default [HttpUrlConnectionTransport]
+ * on [io]; pass your own, e.g. over OkHttp, to share the app's HTTP client), and the other
+ * functions stay usable meanwhile. Failures throw [DoorstepException] subclasses (`NotFound`,
  * `InvalidInput`, `InvalidTransition`, `CorruptHousehold`, `Network`, `Server`, `Storage`)
  * whose `message` is the core's bilingual text, e.g. `未找到住户：h-1 / household not found: h-1`.
  *
@@ -52,6 +55,7 @@ import kotlinx.coroutines.withContext
 class DoorstepReplica(
     val ffi: Replica,
     private val io: CoroutineDispatcher = Dispatchers.IO,
+    val transport: HttpTransport = HttpUrlConnectionTransport(io),
 ) : AutoCloseable {
 
     companion object {
@@ -61,7 +65,8 @@ class DoorstepReplica(
             memberId: String,
             deviceId: String,
             io: CoroutineDispatcher = Dispatchers.IO,
-        ): DoorstepReplica = withContext(io) { DoorstepReplica(Replica.open(path, memberId, deviceId), io) }
+            transport: HttpTransport = HttpUrlConnectionTransport(io),
+        ): DoorstepReplica = withContext(io) { DoorstepReplica(Replica.open(path, memberId, deviceId), io, transport) }
     }
 
     private suspend inline fun <T> call(crossinline block: Replica.() -> T): T = withContext(io) { ffi.block() }
@@ -124,18 +129,19 @@ class DoorstepReplica(
     /**
      * Sync with the server at [serverUrl] using the device token the phone received at
      * enrolment: hand over what was recorded here, receive what changed for this member's
-     * households. Safe to call from any dispatcher, the main one included: the network and
-     * the SQLite work run on the library's tokio thread, not on the caller's thread nor on
-     * [io], and the coroutine suspends meanwhile. Other calls (list screens, new visits) run
-     * normally while a sync is in progress.
+     * households. Safe to call from any dispatcher, the main one included: the SQLite work
+     * runs on the library's sync thread and the HTTP exchange in [transport] (on [io] for
+     * the default one), not on the caller's thread, and the coroutine suspends meanwhile.
+     * Other calls (list screens, new visits) run normally while a sync is in progress.
      *
-     * Throws [DoorstepException.Network] (offline, timeout: [SyncOptions.timeoutSeconds]) or
-     * [DoorstepException.Server] (e.g. 401 for a wrong or revoked token), with a readable
-     * `message`; nothing is lost, [pendingChanges] still lists what was not delivered.
-     * Cancelling the coroutine stops the sync at its next network wait, also without loss.
+     * Throws [DoorstepException.Network] (offline, timeout: [SyncOptions.timeoutSeconds], or
+     * the transport threw) or [DoorstepException.Server] (e.g. 401 for a wrong or revoked
+     * token), with a readable `message`; nothing is lost, [pendingChanges] still lists what
+     * was not delivered. Cancelling the coroutine stops the sync at its next network wait and
+     * aborts the request in flight, also without loss.
      */
     suspend fun sync(serverUrl: String, deviceToken: String, options: SyncOptions = SyncOptions()): SyncReport =
-        ffi.sync(serverUrl, deviceToken, options) // already a suspend function that does not block
+        ffi.sync(serverUrl, deviceToken, transport, options) // already a suspend function that does not block
 
     /** Local changes the server has not acknowledged yet, with quarantine reasons. */
     suspend fun pendingChanges(): List<PendingChange> = call { pendingChanges() }

@@ -2,6 +2,9 @@ package app.doorstep
 
 import app.doorstep.ffi.ChangeOrigin
 import app.doorstep.ffi.DoorstepException
+import app.doorstep.ffi.HttpRequest
+import app.doorstep.ffi.HttpResponse
+import app.doorstep.ffi.HttpTransport
 import app.doorstep.ffi.HukouStatus
 import app.doorstep.ffi.NewGuardian
 import app.doorstep.ffi.NewHousehold
@@ -18,11 +21,13 @@ import kotlinx.coroutines.withContext
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.io.TempDir
 import java.nio.file.Path
 import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.atomic.AtomicInteger
 
 /**
  * `sync` against a real `doorstep-server` process started by each test on 127.0.0.1 (a port
@@ -109,9 +114,10 @@ class SyncTest {
         assertEquals(0u, second.discarded)
         assertTrue(zhang.pendingChanges().isEmpty(), "acknowledged changes leave the outbox")
 
-        // Another member's phone, through the generated API (Replica.sync is a suspend fun).
+        // Another member's phone, through the generated API (Replica.sync is a suspend fun
+        // that takes the transport).
         val li = Replica.open(dir.resolve("li.sqlite3").toString(), "m-li", d.li.first).closedAfter()
-        val received = li.sync(d.server.url, d.li.second)
+        val received = li.sync(d.server.url, d.li.second, HttpUrlConnectionTransport())
         assertEquals(listOf(d.household), received.householdsChanged, "$received")
         val seen = li.visits(d.household).single()
         assertEquals(visit.id, seen.id)
@@ -138,7 +144,7 @@ class SyncTest {
             zhang.sync("http://127.0.0.1:$port", d.zhang.second, SyncOptions(timeoutSeconds = 5u))
         }
         assertEquals(
-            offline + "no connection / 无网络连接: error sending request for url (http://127.0.0.1:$port/v1/sync)",
+            offline + "no connection / 无网络连接: http://127.0.0.1:$port/v1/sync: Connection refused",
             e.message,
         )
         assertEquals(pending, zhang.pendingChanges(), "the change is still pending")
@@ -177,6 +183,40 @@ class SyncTest {
         assertTrue(bad.message!!.contains("timeout_seconds must be at least 1"), bad.message)
 
         assertEquals(pending.size.toUInt(), zhang.sync(d.server.url, d.zhang.second).accepted)
+        assertTrue(zhang.pendingChanges().isEmpty())
+    }
+
+    @Test
+    fun `a transport that throws raises Network with its message, and nothing is lost`() = runBlocking {
+        val d = district()
+        val zhang = phone("zhang", "m-zhang", d.zhang)
+        zhang.sync(d.server.url, d.zhang.second)
+        val visit = zhang.recordVisit(visit(d.household, "电话回访"))
+        val pending = zhang.pendingChanges()
+
+        // An app's own transport that fails with an ordinary exception (not a TransportException).
+        val calls = AtomicInteger()
+        val failing = object : HttpTransport {
+            override suspend fun post(request: HttpRequest): HttpResponse {
+                calls.incrementAndGet()
+                assertEquals(d.server.url + "/v1/sync", request.url)
+                assertTrue(request.headers.any { it.name == "Authorization" && it.value == "Bearer ${d.zhang.second}" })
+                assertEquals(10_000uL, request.timeoutMs)
+                assertFalse(request.body.isEmpty())
+                throw IllegalStateException("proxy authentication required / 代理需要登录")
+            }
+        }
+        val e = thrownBy<DoorstepException.Network> {
+            zhang.ffi.sync(d.server.url, d.zhang.second, failing, SyncOptions(timeoutSeconds = 10u))
+        }
+        assertEquals(offline + "java.lang.IllegalStateException: proxy authentication required / 代理需要登录", e.message)
+        assertEquals(1, calls.get())
+        assertEquals(pending, zhang.pendingChanges(), "the change is still pending")
+        assertEquals(visit, zhang.visit(visit.id))
+
+        // The same app, with a transport that works: everything is delivered.
+        val withDefault = DoorstepReplica(zhang.ffi)
+        assertEquals(pending.size.toUInt(), withDefault.sync(d.server.url, d.zhang.second).accepted)
         assertTrue(zhang.pendingChanges().isEmpty())
     }
 
