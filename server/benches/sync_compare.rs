@@ -659,6 +659,7 @@ fn request(position: Option<Position>, changes: Vec<PushedChange>) -> SyncReques
         reconcile: None,
         rebuild: vec![],
         max_response_bytes: protocol::DEFAULT_PAGE_BYTES,
+        more_to_push: false,
     }
 }
 

@@ -450,7 +450,14 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, ac
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
         }
         let scope_set: HashSet<&String> = scope.iter().collect();
-        response.removed = client_heads.iter().map(|h| &h.household_id).filter(|h| !scope_set.contains(h)).cloned().collect();
+        for household_id in client_heads.iter().map(|h| &h.household_id).filter(|h| !scope_set.contains(h)) {
+            if request.more_to_push {
+                // Still held, to be removed once its changes were pushed.
+                tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
+            } else {
+                response.removed.push(household_id.clone());
+            }
+        }
         used_grant = true;
         response.position.seq = max_seq;
     } else if !recognised {
@@ -479,10 +486,14 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, ac
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
             used_grant = true;
         }
-        for household_id in held.iter().filter(|h| !scope_set.contains(h)) {
-            tx.remove_household(&device.id, household_id, new_grant)?;
-            response.removed.push(household_id.clone());
-            used_grant = true;
+        // A household that left the scope leaves the device once the device has pushed
+        // everything it holds (its changes to it are taken first).
+        if !request.more_to_push {
+            for household_id in held.iter().filter(|h| !scope_set.contains(h)) {
+                tx.remove_household(&device.id, household_id, new_grant)?;
+                response.removed.push(household_id.clone());
+                used_grant = true;
+            }
         }
         for decided in tx.decisions_to_tell(&device.id)? {
             let Ok(hash) = decided.hash.parse::<ChangeHash>() else { continue };

@@ -61,7 +61,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
 
     // A valid change waiting in p1's outbox, and the request the phone would send.
     let pending_visit = p1.replica.record_visit(&new_visit(&h1, 2_000, "尚未同步")).unwrap().id;
-    let valid: SyncRequest = p1.replica.sync_request(protocol::DEFAULT_PAGE_BYTES).unwrap();
+    let valid: SyncRequest = p1.replica.sync_request(protocol::DEFAULT_PAGE_BYTES, protocol::DEFAULT_PUSH_BYTES).unwrap();
     assert_eq!(valid.changes.len(), 1);
     let valid_change = valid.changes[0].clone();
     let token = p1.token.clone();

@@ -34,6 +34,7 @@ fn job(
         reconcile: None,
         rebuild: vec![],
         max_response_bytes: DEFAULT_PAGE_BYTES,
+        more_to_push: false,
     };
     SyncJob { token_hash: hash_secret(token), request, changes }
 }

@@ -223,7 +223,7 @@ fn connections_cut_mid_request_and_mid_response_converge_without_loss() {
     let phones: Vec<Phone> = members.iter().map(|m| Phone::new(dir.path(), m, m, admin.device(m))).collect();
     let coord = Phone::new(dir.path(), "coord", "coord", admin.device("coord"));
     // Small pages: the coordinator's pulls take several round trips, each one cuttable.
-    let options = SyncOptions { timeout: Duration::from_secs(20), page_bytes: 16 * 1024 };
+    let options = SyncOptions { timeout: Duration::from_secs(20), page_bytes: 16 * 1024, ..Default::default() };
     let mut failures = 0;
     let mut recorded: BTreeMap<String, BTreeSet<String>> =
         households.keys().map(|h| (h.clone(), BTreeSet::new())).collect();

@@ -461,3 +461,39 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
         assert!(visits.contains(id), "{id}: {visits:?}");
     }
 }
+
+#[test]
+fn a_reassigned_household_stays_until_an_outbox_of_several_requests_was_taken() {
+    // The previous member's phone has more changes than one request carries: the
+    // household must not leave it before the last of them was pushed (they would be out
+    // of scope then, and held in quarantine).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let admin_token = create_admin(&data);
+    let server = Server::start(&data);
+    let admin = Admin { server: &server, token: admin_token };
+    admin.branch("b1");
+    admin.community("c1");
+    admin.member("m1", "b1");
+    admin.member("m2", "b1");
+    let moving = admin.household("搬", "c1", "b1", &["m1"]);
+    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
+    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
+    p1.sync(&server).unwrap();
+    let visits: Vec<String> = (0..5)
+        .map(|i| p1.replica.record_visit(&new_visit(&moving, 1_000 * (i + 1), &format!("离线走访{i}"))).unwrap().id)
+        .collect();
+    admin.assign(&moving, "m2", true);
+    admin.assign(&moving, "m1", false);
+
+    // One change per request.
+    let one_at_a_time = doorstep_core::SyncOptions { push_bytes: 1, ..Default::default() };
+    let r = p1.sync_with(&server.url, &one_at_a_time).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (5, 0), "{r:?}");
+    assert!(r.round_trips >= 5, "{r:?}");
+    assert_eq!(r.households_removed, vec![moving.clone()], "removed within the same sync, at its end: {r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert!(admin.quarantine(None).is_empty());
+    p2.sync(&server).unwrap();
+    assert_eq!(p2.visit_ids(&moving), visits);
+}

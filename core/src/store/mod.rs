@@ -107,6 +107,15 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many local changes wait to be pushed (unacknowledged, not quarantined).
+    pub fn outbox_waiting(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox WHERE quarantine_reason IS NULL")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// Local changes not yet acknowledged by the server and not quarantined, oldest
     /// first, up to about `max_bytes` (at least one).
     pub fn outbox_batch(&self, max_bytes: usize) -> Result<Vec<(String, Vec<u8>)>> {

@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::protocol::{self, SyncResponse, CONTENT_TYPE, DEFAULT_PAGE_BYTES};
+use super::protocol::{self, SyncResponse, CONTENT_TYPE, DEFAULT_PAGE_BYTES, DEFAULT_PUSH_BYTES};
 use super::SyncStep;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
@@ -48,12 +48,16 @@ pub struct SyncOptions {
     /// Give up one request after this long (connecting, sending, receiving). Passed to the
     /// transport in every [`TransportRequest`].
     pub timeout: Duration,
+    /// The largest response page to ask the server for.
     pub page_bytes: u32,
+    /// Most bytes of local changes to push per request (a slow link may want less); more
+    /// go in the next requests of the same sync.
+    pub push_bytes: u32,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { timeout: Duration::from_secs(60), page_bytes: DEFAULT_PAGE_BYTES }
+        SyncOptions { timeout: Duration::from_secs(60), page_bytes: DEFAULT_PAGE_BYTES, push_bytes: DEFAULT_PUSH_BYTES }
     }
 }
 
@@ -143,7 +147,7 @@ pub async fn sync_with<T: SyncTransport + ?Sized>(
     ];
     let mut report = SyncReport::default();
     loop {
-        let request = replica.sync_request(options.page_bytes)?;
+        let request = replica.sync_request(options.page_bytes, options.push_bytes)?;
         let body = protocol::encode(&request);
         report.bytes_sent += body.len() as u64;
         let response = transport

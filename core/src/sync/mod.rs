@@ -31,9 +31,6 @@ const POSITION_KEY: &str = "sync_position";
 const RECONCILE_KEY: &str = "sync_reconcile";
 const REBUILD_KEY: &str = "sync_rebuild";
 
-/// Pushed changes per request, at most (bytes, before compression).
-const MAX_PUSH_BYTES: usize = 2 * 1024 * 1024;
-
 /// A local change the server has not acknowledged yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingChange {
@@ -79,9 +76,10 @@ impl Replica {
             .collect())
     }
 
-    /// The next request to send: the outbox (oldest first, bounded), the position, and a
-    /// reconciliation or rebuilds when they are due.
-    pub fn sync_request(&self, max_response_bytes: u32) -> Result<SyncRequest> {
+    /// The next request to send: the outbox (oldest first, up to about `max_push_bytes`,
+    /// and whether more waits), the position, and a reconciliation or rebuilds when they
+    /// are due.
+    pub fn sync_request(&self, max_response_bytes: u32, max_push_bytes: u32) -> Result<SyncRequest> {
         let inner = self.lock();
         let position = match inner.store.meta(POSITION_KEY)? {
             Some(json) => Some(serde_json::from_str(&json).map_err(|e| Error::Storage { reason: e.to_string() })?),
@@ -105,12 +103,13 @@ impl Replica {
             Some(json) => serde_json::from_str(&json).unwrap_or_default(),
             None => Vec::new(),
         };
-        let changes = inner
+        let changes: Vec<PushedChange> = inner
             .store
-            .outbox_batch(MAX_PUSH_BYTES)?
+            .outbox_batch(max_push_bytes as usize)?
             .into_iter()
             .map(|(household_id, bytes)| PushedChange { household_id, bytes })
             .collect();
+        let more_to_push = inner.store.outbox_waiting()? > changes.len();
         Ok(SyncRequest {
             version: PROTOCOL_VERSION,
             position,
@@ -118,6 +117,7 @@ impl Replica {
             reconcile,
             rebuild,
             max_response_bytes,
+            more_to_push,
         })
     }
 

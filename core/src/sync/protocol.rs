@@ -7,13 +7,17 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this code speaks; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The content type of sync requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-doorstep-sync";
 
 /// Largest response a phone asks for by default (one page).
 pub const DEFAULT_PAGE_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Most bytes of local changes a phone pushes in one request by default (before
+/// compression; at least one change goes in every request).
+pub const DEFAULT_PUSH_BYTES: u32 = 2 * 1024 * 1024;
 
 /// Where a device stands: the server's store and change log as the device last saw them
 /// (`epoch`, opaque to the device), the last change-log entry the device has (`seq`), and
@@ -53,6 +57,11 @@ pub struct SyncRequest {
     pub rebuild: Vec<String>,
     /// The largest response the device wants in one page.
     pub max_response_bytes: u32,
+    /// The device holds more unacknowledged changes than this request carries (they come
+    /// in the next requests of the same sync). The server then removes no household from
+    /// the device yet: a reassigned household leaves the phone only once all its changes
+    /// were taken.
+    pub more_to_push: bool,
 }
 
 /// What the server did with one pushed change.
