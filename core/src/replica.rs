@@ -30,7 +30,10 @@ fn now_ms() -> i64 {
 }
 
 /// Changes as outbox rows: (hex hash, encoded change).
-pub(crate) fn outbox_entries(changes: Vec<Change>) -> Vec<(String, Vec<u8>)> {
+/// A change for the outbox: its hash and bytes.
+pub(crate) type OutboxEntry = (String, Vec<u8>);
+
+pub(crate) fn outbox_entries(changes: Vec<Change>) -> Vec<OutboxEntry> {
     changes.into_iter().map(|c| (c.hash().to_string(), c.raw_bytes().to_vec())).collect()
 }
 

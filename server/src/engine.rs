@@ -6,10 +6,12 @@
 //! is retried alone, so one bad request cannot fail the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
 use doorstep_core::document::{Author, HouseholdDocument, Scope};
 use doorstep_core::sync::protocol::*;
+use lru::LruCache;
 
 use crate::error::{Result, ServerError};
 use crate::org::{Device, Member};
@@ -45,7 +47,8 @@ pub struct SyncJob {
 pub struct Engine<S: ServerStore> {
     store: S,
     actor: ActorId,
-    cache: HashMap<String, HouseholdDocument>,
+    /// Documents in memory, the least recently used dropped first.
+    cache: LruCache<String, HouseholdDocument>,
 }
 
 /// Documents being changed by the current transaction: put back in the cache only if it
@@ -54,17 +57,13 @@ type WorkingSet = HashMap<String, HouseholdDocument>;
 
 impl<S: ServerStore> Engine<S> {
     pub fn new(store: S) -> Engine<S> {
-        Engine { store, actor: ActorId::random(), cache: HashMap::new() }
+        let capacity = NonZeroUsize::new(CACHE_CAPACITY).expect("a cache holds documents");
+        Engine { store, actor: ActorId::random(), cache: LruCache::new(capacity) }
     }
 
     fn keep(&mut self, working: WorkingSet) {
         for (id, doc) in working {
-            if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(&id) {
-                if let Some(victim) = self.cache.keys().next().cloned() {
-                    self.cache.remove(&victim);
-                }
-            }
-            self.cache.insert(id, doc);
+            self.cache.put(id, doc);
         }
     }
 
@@ -160,9 +159,29 @@ impl<S: ServerStore> Engine<S> {
     }
 }
 
+/// A household's document as `Documents::take` hands it out.
+pub(crate) enum Held {
+    InMemory(Box<HouseholdDocument>),
+    /// Its stored bytes (snapshot and increments), not loaded yet.
+    Stored(Vec<u8>),
+    /// The server has no such household.
+    Missing,
+}
+
+impl Held {
+    /// The document, loaded if needed; `None` for a missing household.
+    pub(crate) fn load(self, household_id: &str, actor: &ActorId) -> Result<Option<HouseholdDocument>> {
+        Ok(match self {
+            Held::InMemory(doc) => Some(*doc),
+            Held::Stored(bytes) => Some(HouseholdDocument::load(household_id, &bytes, actor)?),
+            Held::Missing => None,
+        })
+    }
+}
+
 /// The documents a transaction reads and changes.
 pub struct Documents<'a> {
-    cache: &'a mut HashMap<String, HouseholdDocument>,
+    cache: &'a mut LruCache<String, HouseholdDocument>,
     working: &'a mut WorkingSet,
     actor: &'a ActorId,
 }
@@ -175,7 +194,7 @@ impl Documents<'_> {
     /// working set and the next use loads it from the store.
     fn get(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<&mut HouseholdDocument>> {
         if !self.working.contains_key(household_id) {
-            let doc = match self.cache.remove(household_id) {
+            let doc = match self.cache.pop(household_id) {
                 Some(doc) => doc,
                 None => match tx.document(household_id)? {
                     Some(bytes) => HouseholdDocument::load(household_id, &bytes, self.actor)?,
@@ -187,12 +206,23 @@ impl Documents<'_> {
         Ok(self.working.get_mut(household_id))
     }
 
-    /// Take a household's document out of the transaction's working set (loading it on
-    /// first use), to be given back with `put`. Not given back (an error): the
-    /// transaction rolls back and the next use loads it from the store.
-    pub(crate) fn take(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<HouseholdDocument>> {
-        self.get(tx, household_id)?;
-        Ok(self.working.remove(household_id))
+    /// Take a household's document out of the transaction, to be given back with `put`:
+    /// in memory if it is, otherwise as stored, for the caller to load (off the writer
+    /// thread). Not given back (an error): the transaction rolls back and the next use
+    /// loads it from the store.
+    pub(crate) fn take(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Held> {
+        if let Some(doc) = self.working.remove(household_id).or_else(|| self.cache.pop(household_id)) {
+            return Ok(Held::InMemory(Box::new(doc)));
+        }
+        Ok(match tx.document(household_id)? {
+            Some(bytes) => Held::Stored(bytes),
+            None => Held::Missing,
+        })
+    }
+
+    /// The actor of the server's own changes, for loading documents.
+    pub(crate) fn actor(&self) -> &ActorId {
+        self.actor
     }
 
     /// Give a document back to the working set.

@@ -13,11 +13,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::Change;
+use automerge::{ActorId, Change};
 use doorstep_core::document::{HouseholdDocument, Scope, View};
 use doorstep_core::sync::protocol::{Ack, Outcome};
 
-use crate::engine::{now_ms, recheck_dependents, Documents};
+use crate::engine::{now_ms, recheck_dependents, Documents, Held};
 use crate::error::Result;
 use crate::org::{Member, Role};
 use crate::store::{QuarantineStatus, QuarantinedChange, WriteTx};
@@ -156,8 +156,9 @@ enum Verdict {
 /// rows of the records they touched.
 type ToStore = (Vec<u8>, View);
 
-/// A household's document (`None`: the server does not have it) and its pushed changes.
-type Group<'g, 'p> = (Option<HouseholdDocument>, &'g [Pushed<'p>]);
+/// A household's document (in memory, or as stored, loaded by the merging thread) and its
+/// pushed changes.
+type Group<'g, 'p> = (Held, &'g [Pushed<'p>]);
 
 /// A group's result: its document back (changed if something merged), what to store,
 /// and a verdict per change.
@@ -167,9 +168,12 @@ struct Merged {
     verdicts: Vec<Verdict>,
 }
 
-/// Check and merge a household's changes in order against its document (`None`: the
-/// server does not have the household). Pure: no store access, so groups run in parallel.
-fn merge_group(doc: Option<HouseholdDocument>, items: &[Pushed<'_>]) -> Result<Merged> {
+/// Load a household's document if needed (the server may not have the household), then
+/// check and merge its changes in order against it. No store access, so groups run in
+/// parallel.
+fn merge_group(held: Held, items: &[Pushed<'_>], actor: &ActorId) -> Result<Merged> {
+    let Some(first) = items.first() else { return Ok(Merged { doc: None, stored: None, verdicts: Vec::new() }) };
+    let doc = held.load(first.household_id, actor)?;
     let mut merging = doc.map(Merging::new);
     let (mut merged, mut refused) = (HashSet::new(), HashSet::new());
     let mut later = false;
@@ -221,11 +225,11 @@ fn merge_group(doc: Option<HouseholdDocument>, items: &[Pushed<'_>]) -> Result<M
 }
 
 /// `merge_group` for every group, on several threads when the batch is big enough.
-fn merge_groups(groups: Vec<Group<'_, '_>>) -> Vec<Result<Merged>> {
+fn merge_groups(groups: Vec<Group<'_, '_>>, actor: &ActorId) -> Vec<Result<Merged>> {
     let changes: usize = groups.iter().map(|(_, items)| items.len()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(groups.len());
     if threads < 2 || changes < PARALLEL_FROM {
-        return groups.into_iter().map(|(doc, items)| merge_group(doc, items)).collect();
+        return groups.into_iter().map(|(held, items)| merge_group(held, items, actor)).collect();
     }
     let mut shares: Vec<Vec<(usize, Group<'_, '_>)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, group) in groups.into_iter().enumerate() {
@@ -236,7 +240,7 @@ fn merge_groups(groups: Vec<Group<'_, '_>>) -> Vec<Result<Merged>> {
             .into_iter()
             .map(|share| {
                 s.spawn(move || {
-                    share.into_iter().map(|(i, (doc, items))| (i, merge_group(doc, items))).collect::<Vec<_>>()
+                    share.into_iter().map(|(i, (held, items))| (i, merge_group(held, items, actor))).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -262,7 +266,7 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
     for (household_id, items) in &groups {
         work.push((docs.take(tx, household_id)?, items.as_slice()));
     }
-    let results = merge_groups(work);
+    let results = merge_groups(work, docs.actor());
 
     let mut acks: Vec<Vec<Option<Ack>>> = pushers.iter().map(|p| vec![None; p.changes.len()]).collect();
     let mut later = Vec::new();
@@ -371,8 +375,8 @@ fn repushed_quarantined(
 fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
     let fresh =
         Pushed::read(tx, (p.request, p.index), p.household_id, p.change, p.device_id, p.member, p.may_push, true)?;
-    let doc = docs.take(tx, p.household_id)?;
-    let Merged { doc, stored, mut verdicts } = merge_group(doc, std::slice::from_ref(&fresh))?;
+    let held = docs.take(tx, p.household_id)?;
+    let Merged { doc, stored, mut verdicts } = merge_group(held, std::slice::from_ref(&fresh), docs.actor())?;
     save_merged(tx, docs, p.household_id, doc, stored)?;
     Ok(match verdicts.pop() {
         Some(Verdict::Quarantine(reason)) => Some(reason),

@@ -24,7 +24,7 @@ use crate::document::{decode_change, HouseholdDocument};
 use crate::error::{Error, Result};
 use crate::exchange::ImportReport;
 use crate::listener::{ChangeEvent, ChangeOrigin};
-use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, Replica};
+use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, OutboxEntry, Replica};
 use protocol::*;
 
 const POSITION_KEY: &str = "sync_position";
@@ -158,7 +158,8 @@ impl Replica {
         let mut prepared = prepare_imports(inner, decoded, &mut report)?;
 
         // Changes the server lacks (found by a reconciliation) go to the outbox.
-        let mut to_push: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        // Per household, the (hash, bytes) of each change the server lacks.
+        let mut to_push: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
         for heads in &response.server_heads {
             let theirs = parse_heads(&heads.heads);
             let mut doc = match inner.take(&heads.household_id) {
