@@ -185,16 +185,9 @@ fn sync_retrying(phone: &Phone, url: &str, options: &SyncOptions, failures: &mut
 #[test]
 fn connections_cut_mid_request_and_mid_response_converge_without_loss() {
     let mut rng = Rng::from_env("fault_cut");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
-    admin.community("c1");
-    for m in ["m1", "m2", "m3"] {
-        admin.member(m, "b1");
-    }
+    let district = District::start();
+    let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
+    admin.branch_b1(&["c1"], &["m1", "m2", "m3"]);
     admin.coordinator("coord", &["b1"], &[]);
     let members = ["m1", "m2", "m3"];
     let mut households: BTreeMap<String, Vec<&str>> = BTreeMap::new();

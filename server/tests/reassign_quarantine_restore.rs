@@ -26,21 +26,14 @@ fn household_row(admin: &Admin, id: &str) -> Value {
 
 #[test]
 fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
-    admin.community("c1");
-    admin.member("m1", "b1");
-    admin.member("m2", "b1");
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
     let moving = admin.household("搬", "c1", "b1", &["m1"]);
     let staying = admin.household("留", "c1", "b1", &["m1"]);
-    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
-    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
-    p1.sync(&server).unwrap();
-    p2.sync(&server).unwrap();
+    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
+    p1.sync(server).unwrap();
+    p2.sync(server).unwrap();
     assert_eq!(p1.household_ids(), {
         let mut v = vec![moving.clone(), staying.clone()];
         v.sort();
@@ -55,13 +48,13 @@ fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes()
     admin.assign(&moving, "m1", false);
 
     // m2's next sync brings the household (without m1's offline records yet).
-    let r = p2.sync(&server).unwrap();
+    let r = p2.sync(server).unwrap();
     assert!(r.households_changed.contains(&moving), "{r:?}");
     assert_eq!(p2.household_ids(), vec![moving.clone()]);
     assert!(p2.visit_ids(&moving).is_empty());
 
     // m1's next sync hands over the pending changes, then the household leaves the phone.
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.accepted, 2, "{r:?}");
     assert_eq!(r.households_removed, vec![moving.clone()], "{r:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty(), "nothing was left behind");
@@ -72,18 +65,18 @@ fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes()
     assert_eq!(household_row(&admin, &moving)["assigned_members"], serde_json::json!(["m2"]));
 
     // m2 receives them; a further sync of m1 changes nothing.
-    p2.sync(&server).unwrap();
+    p2.sync(server).unwrap();
     assert_eq!(p2.visit_ids(&moving), vec![visit.clone()]);
     assert_eq!(p2.replica.issue(&issue).unwrap().title, "交接前的问题");
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert!(r.households_removed.is_empty() && r.households_changed.is_empty(), "{r:?}");
     assert_eq!(p1.household_ids(), vec![staying]);
     // The household comes back to m1 whole if assigned again.
     admin.assign(&moving, "m1", true);
-    p1.sync(&server).unwrap();
+    p1.sync(server).unwrap();
     assert_eq!(p1.visit_ids(&moving), vec![visit]);
     assert_eq!(p1.replica.household_json(&moving).unwrap(), {
-        p2.sync(&server).unwrap();
+        p2.sync(server).unwrap();
         p2.replica.household_json(&moving).unwrap()
     });
     server.assert_sound();
@@ -94,19 +87,13 @@ fn one_sync_merges_the_valid_changes_to_a_household_and_holds_the_invalid_ones()
     // The server checks a request's changes household by household against one working
     // copy: a bad change in the middle must not take the valid ones before it, nor
     // another household's, with it, and what depends on it is held too.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
-    admin.community("c1");
-    admin.community("c2");
-    admin.member("m1", "b1");
+    let mut district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1", "c2"], &["m1"]);
     let h = admin.household("王", "c1", "b1", &["m1"]);
     let other = admin.household("李", "c1", "b1", &["m1"]);
-    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
-    p1.sync(&server).unwrap();
+    let p1 = district.phone("m1", "m1");
+    p1.sync(server).unwrap();
 
     let first = p1.replica.record_visit(&new_visit(&h, 1_000, "第一次走访")).unwrap().id;
     let elsewhere = p1.replica.record_visit(&new_visit(&other, 1_500, "另一户")).unwrap().id;
@@ -115,7 +102,7 @@ fn one_sync_merges_the_valid_changes_to_a_household_and_holds_the_invalid_ones()
         .update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
         .unwrap();
     let after_bad = p1.replica.record_visit(&new_visit(&h, 3_000, "之后的走访")).unwrap().id;
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.round_trips, r.accepted, r.quarantined), (1, 3, 2), "one request: {r:?}");
 
     let visits = admin.visit_ids();
@@ -130,41 +117,31 @@ fn one_sync_merges_the_valid_changes_to_a_household_and_holds_the_invalid_ones()
     assert!(pending[1].quarantine_reason.as_deref().unwrap().contains("depends on quarantined change"), "{pending:?}");
     // The stored document holds exactly the merged changes: after a restart (documents
     // loaded from the store, not from memory) a new phone of m1 receives them.
-    let token = admin.token.clone();
-    drop(server);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token };
-    let fresh = Phone::new(dir.path(), "m1-new", "m1", admin.device("m1"));
-    fresh.sync(&server).unwrap();
+    drop(admin);
+    district.restart();
+    let fresh = district.phone("m1-new", "m1");
+    fresh.sync(&district.server).unwrap();
     assert_eq!(fresh.visit_ids(&h), vec![first, second]);
     assert_eq!(fresh.visit_ids(&other), vec![elsewhere]);
 }
 
 #[test]
 fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1", "c2"], &["m1", "m2"]);
     admin.branch("b2");
-    admin.community("c1");
-    admin.community("c2");
-    admin.member("m1", "b1");
-    admin.member("m2", "b1");
     let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
-    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
-    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
-    p1.sync(&server).unwrap();
-    p2.sync(&server).unwrap();
+    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
+    p1.sync(server).unwrap();
+    p2.sync(server).unwrap();
 
     // ----- release ------------------------------------------------------------------------
     // A member moves the household to another community: only coordinators may.
     p1.replica
         .update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
         .unwrap();
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
     let pending = p1.replica.pending_changes().unwrap();
     assert_eq!(pending.len(), 1);
@@ -174,10 +151,10 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     // Later changes of the same device to the household depend on it: held too, each
     // in its own sync, the second depending on the first.
     let va = p1.replica.record_visit(&new_visit(&h, 1_000, "之后的走访一")).unwrap().id;
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
     let vb = p1.replica.record_visit(&new_visit(&h, 2_000, "之后的走访二")).unwrap().id;
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
     let pending = p1.replica.pending_changes().unwrap();
     assert_eq!(pending.len(), 3, "the phone keeps all three: {pending:?}");
@@ -193,7 +170,7 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     let visits = admin.visit_ids();
     assert!(!visits.contains(&va) && !visits.contains(&vb));
     assert_eq!(household_row(&admin, &h)["community_id"], "c1");
-    p2.sync(&server).unwrap();
+    p2.sync(server).unwrap();
     assert!(p2.visit_ids(&h).is_empty());
     assert_eq!(p2.replica.household(&h).unwrap().community_id, "c1");
 
@@ -205,10 +182,10 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     let visits = admin.visit_ids();
     assert!(visits.contains(&va) && visits.contains(&vb), "{visits:?}");
     // The phone is told; m2 receives everything; both converge.
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.accepted, 3, "{r:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
-    p2.sync(&server).unwrap();
+    p2.sync(server).unwrap();
     assert_eq!(p2.visit_ids(&h), vec![va.clone(), vb.clone()]);
     assert_eq!(p2.replica.household(&h).unwrap().community_id, "c2");
     assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
@@ -224,7 +201,7 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
         .unwrap();
     let valid_later = p1.replica.record_visit(&new_visit(&h, 3_000, "合规的走访")).unwrap().id;
     p1.replica.update_household(&h, &HouseholdUpdate { archived: Some(true), ..Default::default() }).unwrap();
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.quarantined, 3, "{r:?}");
     let pending = p1.replica.pending_changes().unwrap();
     let (branch_edit, archive_edit) = (pending[0].change_hash.clone(), pending[2].change_hash.clone());
@@ -238,11 +215,11 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     assert_eq!(still["status"], "held", "a dependent breaking a rule stays held: {still}");
     assert!(still["reason"].as_str().unwrap().contains("archived"), "with its own reason: {still}");
     assert_eq!(household_row(&admin, &h)["archived"], false);
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.accepted, 2, "{r:?}");
     assert_eq!(p1.replica.pending_changes().unwrap().len(), 1);
     admin.ok(&format!("/v1/admin/quarantine/{archive_edit}/discard"), serde_json::json!({}));
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.discarded, 1, "{r:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
     assert!(!p1.replica.household(&h).unwrap().archived);
@@ -251,7 +228,7 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     // Offline: a forbidden edit, then a visit that depends on it; both go in one request.
     p1.replica.update_household(&h, &HouseholdUpdate { archived: Some(true), ..Default::default() }).unwrap();
     let vc = p1.replica.record_visit(&new_visit(&h, 4_000, "被丢弃的走访")).unwrap().id;
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (0, 2), "{r:?}");
     let pending = p1.replica.pending_changes().unwrap();
     let bad = pending[0].change_hash.clone();
@@ -266,7 +243,7 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
 
     // The phone is told (ack Discarded), drops its copy and rebuilds the household from
     // the server's: the discarded changes are gone there, nothing else is.
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!(r.discarded, 2, "{r:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
     let rebuilt = p1.replica.household(&h).unwrap();
@@ -274,11 +251,11 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     assert_eq!(p1.visit_ids(&h), vec![va.clone(), vb.clone(), valid_later.clone()]);
     assert!(matches!(p1.replica.visit(&vc), Err(Error::NotFound { .. })));
     assert!(!admin.visit_ids().contains(&vc));
-    p2.sync(&server).unwrap();
+    p2.sync(server).unwrap();
     assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
     // The rebuilt household takes new changes normally.
     let vd = p1.replica.record_visit(&new_visit(&h, 5_000, "重建之后")).unwrap().id;
-    let r = p1.sync(&server).unwrap();
+    let r = p1.sync(server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (1, 0), "{r:?}");
     assert!(admin.visit_ids().contains(&vd));
     server.assert_sound();
@@ -407,15 +384,9 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     // The phone's file goes back in time (a restored phone backup); the server still has
     // what the phone sent after that backup, and the phone must get it back, not only
     // other members' changes.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
-    admin.community("c1");
-    admin.member("m1", "b1");
-    admin.member("m2", "b1");
+    let district = District::start();
+    let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
     let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
     let device = admin.device("m1");
     let file = dir.path().join("m1.sqlite3");
@@ -423,22 +394,22 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     let reopen = || Phone::new(dir.path(), "m1", "m1", device.clone());
 
     let p1 = reopen();
-    p1.sync(&server).unwrap();
+    p1.sync(server).unwrap();
     let before_backup = p1.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
-    assert_eq!(p1.sync(&server).unwrap().accepted, 1);
+    assert_eq!(p1.sync(server).unwrap().accepted, 1);
     drop(p1);
     std::fs::copy(&file, &backup).unwrap();
 
     let p1 = reopen();
     let after_backup = p1.replica.record_visit(&new_visit(&h, 2_000, "备份之后")).unwrap().id;
     let issue = p1.replica.raise_issue(&new_issue(&h, "入学材料")).unwrap().id;
-    assert_eq!(p1.sync(&server).unwrap().accepted, 2);
+    assert_eq!(p1.sync(server).unwrap().accepted, 2);
     // More syncs after that, so that the phone's position moves on.
-    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
-    p2.sync(&server).unwrap();
+    let p2 = district.phone("m2", "m2");
+    p2.sync(server).unwrap();
     let by_m2 = p2.replica.record_visit(&new_visit(&h, 3_000, "另一位党员")).unwrap().id;
-    p2.sync(&server).unwrap();
-    p1.sync(&server).unwrap();
+    p2.sync(server).unwrap();
+    p1.sync(server).unwrap();
     drop(p1);
 
     // Restore the backup.
@@ -449,12 +420,12 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     let p1 = reopen();
     assert_eq!(p1.visit_ids(&h), vec![before_backup.clone()], "the backup is older");
 
-    p1.sync(&server).unwrap();
+    p1.sync(server).unwrap();
     assert_eq!(p1.visit_ids(&h), vec![before_backup.clone(), after_backup.clone(), by_m2.clone()]);
     assert!(p1.replica.issue(&issue).is_ok(), "its own issue came back too");
     let later = p1.replica.record_visit(&new_visit(&h, 4_000, "恢复之后")).unwrap().id;
-    assert_eq!(p1.sync(&server).unwrap().accepted, 1);
-    p2.sync(&server).unwrap();
+    assert_eq!(p1.sync(server).unwrap().accepted, 1);
+    p2.sync(server).unwrap();
     assert_eq!(p1.replica.household_json(&h).unwrap(), p2.replica.household_json(&h).unwrap());
     let visits = admin.visit_ids();
     for id in [&before_backup, &after_backup, &by_m2, &later] {
@@ -467,19 +438,12 @@ fn a_reassigned_household_stays_until_an_outbox_of_several_requests_was_taken() 
     // The previous member's phone has more changes than one request carries: the
     // household must not leave it before the last of them was pushed (they would be out
     // of scope then, and held in quarantine).
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let admin_token = create_admin(&data);
-    let server = Server::start(&data);
-    let admin = Admin { server: &server, token: admin_token };
-    admin.branch("b1");
-    admin.community("c1");
-    admin.member("m1", "b1");
-    admin.member("m2", "b1");
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
     let moving = admin.household("搬", "c1", "b1", &["m1"]);
-    let p1 = Phone::new(dir.path(), "m1", "m1", admin.device("m1"));
-    let p2 = Phone::new(dir.path(), "m2", "m2", admin.device("m2"));
-    p1.sync(&server).unwrap();
+    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
+    p1.sync(server).unwrap();
     let visits: Vec<String> = (0..5)
         .map(|i| p1.replica.record_visit(&new_visit(&moving, 1_000 * (i + 1), &format!("离线走访{i}"))).unwrap().id)
         .collect();
@@ -494,6 +458,6 @@ fn a_reassigned_household_stays_until_an_outbox_of_several_requests_was_taken() 
     assert_eq!(r.households_removed, vec![moving.clone()], "removed within the same sync, at its end: {r:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
     assert!(admin.quarantine(None).is_empty());
-    p2.sync(&server).unwrap();
+    p2.sync(server).unwrap();
     assert_eq!(p2.visit_ids(&moving), visits);
 }

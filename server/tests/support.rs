@@ -164,6 +164,42 @@ pub fn get(url: &str, token: &str) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// A real server on a fresh temporary data directory, with its admin's token: what most
+/// tests start from.
+pub struct District {
+    // Declared first, so dropped first: the server stops before its directory goes.
+    pub server: Server,
+    pub data: PathBuf,
+    pub admin_token: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl District {
+    pub fn start() -> District {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("server");
+        let admin_token = create_admin(&data);
+        let server = Server::start(&data);
+        District { server, data, admin_token, dir }
+    }
+
+    /// The admin, through the JSON API.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { server: &self.server, token: self.admin_token.clone() }
+    }
+
+    /// Stop the server and start it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.server.kill();
+        self.server = Server::start(&self.data);
+    }
+
+    /// A phone (its replica file named `name`) for `member`, with a newly enrolled device.
+    pub fn phone(&self, name: &str, member: &str) -> Phone {
+        Phone::new(self.dir.path(), name, member, self.admin().device(member))
+    }
+}
+
 /// Admin API helpers.
 pub struct Admin<'a> {
     pub server: &'a Server,
@@ -194,6 +230,17 @@ impl Admin<'_> {
 
     pub fn member(&self, id: &str, branch: &str) {
         self.ok("/v1/admin/members", json!({"id": id, "name": id, "role": "member", "branch_id": branch}));
+    }
+
+    /// Branch `b1`, communities `c1` (and more, if named), and `members` in `b1`.
+    pub fn branch_b1(&self, communities: &[&str], members: &[&str]) {
+        self.branch("b1");
+        for c in communities {
+            self.community(c);
+        }
+        for m in members {
+            self.member(m, "b1");
+        }
     }
 
     pub fn coordinator(&self, id: &str, branches: &[&str], communities: &[&str]) {
