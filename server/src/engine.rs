@@ -239,9 +239,9 @@ impl Documents<'_> {
         for change in doc.changes_since(&[]) {
             tx.append_change(&id, &change.hash().to_string(), None, change.raw_bytes(), now_ms())?;
         }
-        let household = doc.household()?;
-        self.working.insert(id, doc);
-        Ok(household)
+        // Not kept in memory: an import creates thousands in one transaction, and the
+        // first sync that needs one loads it from the store.
+        doc.household().map_err(Into::into)
     }
 
     /// Make a server-side edit and log its change.
