@@ -99,7 +99,7 @@ pub fn router(state: App) -> Router {
 }
 
 async fn no_such_endpoint(uri: axum::http::Uri) -> ServerError {
-    ServerError::NotFound(format!("没有这个接口 / no endpoint {}", uri.path()))
+    ServerError::NotFound(format!("endpoint {}", uri.path()))
 }
 
 async fn no_such_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
