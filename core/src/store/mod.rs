@@ -18,16 +18,26 @@ use crate::error::Result;
 pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
 
 /// Compact a household when it has no snapshot yet (a new or newly received document),
-/// or when its increments outnumber this or outweigh the snapshot. Snapshots are saved
-/// without Automerge's per-column DEFLATE: about twice the bytes on disk, but a
-/// compaction no longer sets up a compressor per column, which was most of its cost.
+/// or when its increments outnumber this or outweigh the snapshot.
 const MAX_INCREMENTS: i64 = 64;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
 
+/// How compaction saves a household's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// With Automerge's per-column DEFLATE: the smaller file. Phones (the default).
+    Compressed,
+    /// Without it: about twice the bytes, but no compressor is set up per column, which
+    /// was most of a compaction's cost. The sync server, which compacts thousands of
+    /// households a minute.
+    Uncompressed,
+}
+
 pub struct Store {
     conn: Connection,
+    snapshots: Snapshots,
 }
 
 impl Store {
@@ -42,7 +52,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrations::migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store { conn, snapshots: Snapshots::Compressed })
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -144,7 +154,12 @@ impl Store {
     }
 
     pub fn transaction(&mut self) -> Result<StoreTx<'_>> {
-        Ok(StoreTx { tx: self.conn.transaction()? })
+        Ok(StoreTx { tx: self.conn.transaction()?, snapshots: self.snapshots })
+    }
+
+    /// How compactions save snapshots from now on.
+    pub fn set_snapshots(&mut self, snapshots: Snapshots) {
+        self.snapshots = snapshots;
     }
 
     pub fn connection(&self) -> &Connection {
@@ -155,6 +170,7 @@ impl Store {
 /// One SQLite transaction: nothing is visible or durable until `commit` returns.
 pub struct StoreTx<'a> {
     tx: Transaction<'a>,
+    snapshots: Snapshots,
 }
 
 impl StoreTx<'_> {
@@ -180,7 +196,11 @@ impl StoreTx<'_> {
             .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         let no_snapshot = snapshot_bytes == 0 && increments > 0;
         if no_snapshot || increments > MAX_INCREMENTS || (increments > 1 && increment_bytes > snapshot_bytes) {
-            self.replace_with_snapshot(&id, &doc.save_uncompressed())?;
+            let snapshot = match self.snapshots {
+                Snapshots::Compressed => doc.save(),
+                Snapshots::Uncompressed => doc.save_uncompressed(),
+            };
+            self.replace_with_snapshot(&id, &snapshot)?;
         }
         let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
         self.tx

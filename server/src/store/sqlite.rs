@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use doorstep_core::document::{HouseholdDocument, View};
-use doorstep_core::store::{Store, StoreTx};
+use doorstep_core::store::{Snapshots, Store, StoreTx};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{LoggedChange, QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
@@ -90,6 +90,8 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let mut store = Store::open(&data_dir.join("doorstep.sqlite3"))?;
+        // The server compacts households all day: cheap snapshots over small ones.
+        store.set_snapshots(Snapshots::Uncompressed);
         {
             let tx = store.transaction()?;
             let conn = tx.connection();
