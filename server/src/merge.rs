@@ -156,9 +156,9 @@ enum Verdict {
 /// rows of the records they touched.
 type ToStore = (Vec<u8>, View);
 
-/// A household's document (in memory, or as stored, loaded by the merging thread) and its
-/// pushed changes.
-type Group<'g, 'p> = (Held, &'g [Pushed<'p>]);
+/// A household, its document (in memory, or as stored, loaded by the merging thread) and
+/// its pushed changes.
+type Group<'g, 'p> = (&'g str, Held, &'g [Pushed<'p>]);
 
 /// A group's result: its document back (changed if something merged), what to store,
 /// and a verdict per change.
@@ -171,9 +171,8 @@ struct Merged {
 /// Load a household's document if needed (the server may not have the household), then
 /// check and merge its changes in order against it. No store access, so groups run in
 /// parallel.
-fn merge_group(held: Held, items: &[Pushed<'_>], actor: &ActorId) -> Result<Merged> {
-    let Some(first) = items.first() else { return Ok(Merged { doc: None, stored: None, verdicts: Vec::new() }) };
-    let doc = held.load(first.household_id, actor)?;
+fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &ActorId) -> Result<Merged> {
+    let doc = held.load(household_id, actor)?;
     let mut merging = doc.map(Merging::new);
     let (mut merged, mut refused) = (HashSet::new(), HashSet::new());
     let mut later = false;
@@ -226,10 +225,10 @@ fn merge_group(held: Held, items: &[Pushed<'_>], actor: &ActorId) -> Result<Merg
 
 /// `merge_group` for every group, on several threads when the batch is big enough.
 fn merge_groups(groups: Vec<Group<'_, '_>>, actor: &ActorId) -> Vec<Result<Merged>> {
-    let changes: usize = groups.iter().map(|(_, items)| items.len()).sum();
+    let changes: usize = groups.iter().map(|(_, _, items)| items.len()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(groups.len());
     if threads < 2 || changes < PARALLEL_FROM {
-        return groups.into_iter().map(|(held, items)| merge_group(held, items, actor)).collect();
+        return groups.into_iter().map(|(h, held, items)| merge_group(h, held, items, actor)).collect();
     }
     let mut shares: Vec<Vec<(usize, Group<'_, '_>)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, group) in groups.into_iter().enumerate() {
@@ -240,7 +239,7 @@ fn merge_groups(groups: Vec<Group<'_, '_>>, actor: &ActorId) -> Vec<Result<Merge
             .into_iter()
             .map(|share| {
                 s.spawn(move || {
-                    share.into_iter().map(|(i, (held, items))| (i, merge_group(held, items, actor))).collect::<Vec<_>>()
+                    share.into_iter().map(|(i, (h, held, items))| (i, merge_group(h, held, items, actor))).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -264,7 +263,7 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
     }
     let mut work = Vec::with_capacity(groups.len());
     for (household_id, items) in &groups {
-        work.push((docs.take(tx, household_id)?, items.as_slice()));
+        work.push((*household_id, docs.take(tx, household_id)?, items.as_slice()));
     }
     let results = merge_groups(work, docs.actor());
 
@@ -276,11 +275,8 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
         for (p, verdict) in items.iter().zip(verdicts) {
             let outcome = match verdict {
                 Verdict::Known => Outcome::Accepted,
-                Verdict::Merged => {
-                    tx.append_change(household_id, &p.hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
-                    Outcome::Accepted
-                }
-                Verdict::Quarantine(reason) => quarantine(tx, p, reason)?,
+                Verdict::Merged => record(tx, p, None)?,
+                Verdict::Quarantine(reason) => record(tx, p, Some(reason))?,
                 Verdict::Later => {
                     later.push((p.request, p.index));
                     continue;
@@ -298,20 +294,23 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
         let outcome = match p.status {
             Status::Logged => Outcome::Accepted,
             Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
-            Status::New => match check_push(tx, docs, &p)? {
-                None => {
-                    tx.append_change(household_id, &p.hash, Some(p.device_id), change.raw_bytes(), now_ms())?;
-                    Outcome::Accepted
-                }
-                Some(reason) => quarantine(tx, &p, reason)?,
-            },
+            // Just read: its dependencies are as the store has them now.
+            Status::New => {
+                let verdict = merge_one(tx, docs, &p)?;
+                record(tx, &p, verdict)?
+            }
         };
         acks[r][i] = Some(Ack { hash: change.hash().0, outcome });
     }
     Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
 }
 
-fn quarantine(tx: &impl WriteTx, p: &Pushed<'_>, reason: String) -> Result<Outcome> {
+/// Log a merged change (`verdict` `None`), or quarantine it with the reason.
+fn record(tx: &impl WriteTx, p: &Pushed<'_>, verdict: Option<String>) -> Result<Outcome> {
+    let Some(reason) = verdict else {
+        tx.append_change(p.household_id, &p.hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
+        return Ok(Outcome::Accepted);
+    };
     tracing::info!(hash = %p.hash, household = %p.household_id, member = %p.member.id, %reason, "change quarantined");
     tx.quarantine(&QuarantinedChange {
         hash: p.hash.clone(),
@@ -375,8 +374,15 @@ fn repushed_quarantined(
 fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
     let fresh =
         Pushed::read(tx, (p.request, p.index), p.household_id, p.change, p.device_id, p.member, p.may_push, true)?;
+    merge_one(tx, docs, &fresh)
+}
+
+/// Merge one change read as new (`Status::New`, its dependencies as the store has them)
+/// into the transaction's document and store that, or say why it must be quarantined.
+fn merge_one(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
     let held = docs.take(tx, p.household_id)?;
-    let Merged { doc, stored, mut verdicts } = merge_group(held, std::slice::from_ref(&fresh), docs.actor())?;
+    let Merged { doc, stored, mut verdicts } =
+        merge_group(p.household_id, held, std::slice::from_ref(p), docs.actor())?;
     save_merged(tx, docs, p.household_id, doc, stored)?;
     Ok(match verdicts.pop() {
         Some(Verdict::Quarantine(reason)) => Some(reason),
