@@ -194,14 +194,8 @@ impl Documents<'_> {
     /// working set and the next use loads it from the store.
     fn get(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<&mut HouseholdDocument>> {
         if !self.working.contains_key(household_id) {
-            let doc = match self.cache.pop(household_id) {
-                Some(doc) => doc,
-                None => match tx.document(household_id)? {
-                    Some(bytes) => HouseholdDocument::load(household_id, &bytes, self.actor)?,
-                    None => return Ok(None),
-                },
-            };
-            self.working.insert(household_id.to_string(), doc);
+            let Some(doc) = self.take(tx, household_id)?.load(household_id, self.actor)? else { return Ok(None) };
+            self.put(household_id, doc);
         }
         Ok(self.working.get_mut(household_id))
     }
@@ -389,21 +383,42 @@ fn open_session<'j>(tx: &impl WriteTx, job: &'j SyncJob) -> Result<Session<'j>> 
     Ok(Session { job, device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held })
 }
 
-/// Handle a batch's sync requests inside its transaction: every request's pushes (merged
-/// household by household, see `merge`), then every request's answer. An unknown or
-/// revoked token fails its own request only; any other error fails the batch.
+/// Handle a batch's sync requests inside its transaction. A device's requests go in turn
+/// (a phone that sent its request again before the first was answered): each round holds
+/// one request per device, so each sees what the device's previous request did to its
+/// grant and scope, as if they had come one after the other. Any error fails the batch.
 fn sync_jobs(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[SyncJob]) -> Result<Vec<Result<SyncResponse>>> {
+    let mut out: Vec<Option<Result<SyncResponse>>> = jobs.iter().map(|_| None).collect();
+    let mut waiting: Vec<usize> = (0..jobs.len()).collect();
+    while !waiting.is_empty() {
+        let mut devices = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            waiting.into_iter().partition(|&i| devices.insert(jobs[i].token_hash.as_str()));
+        let round_jobs: Vec<&SyncJob> = round.iter().map(|&i| &jobs[i]).collect();
+        for (i, response) in round.into_iter().zip(sync_round(tx, docs, &round_jobs)?) {
+            out[i] = Some(response);
+        }
+        waiting = later;
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// One round of a batch (one request per device): every request's pushes (merged
+/// household by household, see `merge`), then every request's answer. An unknown or
+/// revoked token fails its own request only.
+fn sync_round(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[&SyncJob]) -> Result<Vec<Result<SyncResponse>>> {
+    // `None`: an unknown or revoked token.
     let mut sessions = Vec::with_capacity(jobs.len());
     for job in jobs {
         match open_session(tx, job) {
-            Ok(session) => sessions.push(Ok(session)),
-            Err(ServerError::Unauthorized) => sessions.push(Err(ServerError::Unauthorized)),
+            Ok(session) => sessions.push(Some(session)),
+            Err(ServerError::Unauthorized) => sessions.push(None),
             Err(e) => return Err(e),
         }
     }
     let pushers: Vec<merge::Pusher<'_>> = sessions
         .iter()
-        .filter_map(|s| s.as_ref().ok())
+        .flatten()
         .map(|s| merge::Pusher {
             device_id: &s.device.id,
             member: &s.member,
@@ -416,8 +431,8 @@ fn sync_jobs(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[SyncJob]) -> R
     let mut out = Vec::with_capacity(jobs.len());
     for session in &sessions {
         out.push(match session {
-            Ok(session) => Ok(answer(tx, docs, session, acks.next().unwrap_or_default())?),
-            Err(_) => Err(ServerError::Unauthorized),
+            Some(session) => Ok(answer(tx, docs, session, acks.next().unwrap_or_default())?),
+            None => Err(ServerError::Unauthorized),
         });
     }
     Ok(out)
@@ -430,7 +445,7 @@ fn single(mut responses: Vec<Result<SyncResponse>>) -> Result<SyncResponse> {
 
 /// A request's answer: its acknowledgements, then what the device lacks in its scope.
 fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, acks: Vec<Ack>) -> Result<SyncResponse> {
-    let Session { job, device, member, epoch, grant, max_seq_before, recognised, client, .. } = session;
+    let Session { job, device, member, epoch, grant, max_seq_before, recognised, client, held, .. } = session;
     let (request, grant, max_seq_before, recognised) = (&job.request, *grant, *max_seq_before, *recognised);
 
     // ----- pulls -------------------------------------------------------------------------
@@ -496,7 +511,6 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, ac
     } else {
         let budget = request.max_response_bytes.clamp(PAGE_BYTES.0, PAGE_BYTES.1) as usize;
         let mut bytes = 0usize;
-        let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
         let scope_set: HashSet<&String> = scope.iter().collect();
         let mut whole: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
         whole.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));

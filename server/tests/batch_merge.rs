@@ -204,3 +204,54 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
     let mut alone = Engine::new(SqliteStore::open(&alone_dir).unwrap());
     assert_eq!(contents(&mut together, &admin_token), contents(&mut alone, &admin_token));
 }
+
+#[test]
+fn two_requests_of_one_device_in_a_batch_are_answered_in_turn() {
+    // A phone that gave up waiting and sent its request again can have both in one
+    // batch. It applies only one answer; whichever it is must hold everything the device
+    // is owed, as if the two had come one after the other.
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
+    admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
+    for c in ["c1", "c2"] {
+        admin::add_community(&mut engine, &Community { id: c.into(), name: c.into() }).unwrap();
+    }
+    admin::add_member(&mut engine, &member("m1", Role::Member)).unwrap();
+    let new = doorstep_core::NewHousehold {
+        family_name: "王".into(),
+        community_id: "c1".into(),
+        branch_id: "b1".into(),
+        assigned_members: vec!["m1".into()],
+        ..Default::default()
+    };
+    let h = admin::create_household(&mut engine, "admin", &new).unwrap();
+    let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
+    let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
+    let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
+    let mut doc = HouseholdDocument::load(&h, &first.data[0].chunks[0], &ActorId::random()).unwrap();
+    let author = Author { member_id: "m1".into(), device_id: token.device_id.clone() };
+    let before = doc.heads();
+    doc.update_household(&author, 1, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();
+    let forbidden: Vec<(String, Change)> = doc.changes_since(&before).into_iter().map(|c| (h.clone(), c)).collect();
+    let pushed = one(engine.sync_batch(vec![job(&token.token, Some(first.position.clone()), forbidden.clone())]));
+    assert!(matches!(pushed.acks[0].outcome, doorstep_core::sync::protocol::Outcome::Quarantined { .. }));
+    let hash = forbidden[0].1.hash();
+    engine.release("admin", &hash.to_string()).unwrap();
+
+    // The phone is owed the news of the release; its two requests arrive together.
+    let both = engine.sync_batch(vec![
+        job(&token.token, Some(pushed.position.clone()), vec![]),
+        job(&token.token, Some(pushed.position.clone()), vec![]),
+    ]);
+    for (k, answer) in both.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        assert!(
+            answer
+                .acks
+                .iter()
+                .any(|a| a.hash == hash.0 && a.outcome == doorstep_core::sync::protocol::Outcome::Accepted),
+            "answer {k} tells the phone its change was released: {:?}",
+            answer.acks
+        );
+    }
+}
