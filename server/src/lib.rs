@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
-        metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
+        metrics_token_hash: config.metrics_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_secret),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
