@@ -11,10 +11,7 @@ import app.doorstep.ffi.HukouStatus
 import app.doorstep.ffi.IssueCategory
 import app.doorstep.ffi.IssueStatus
 import app.doorstep.ffi.Location
-import app.doorstep.ffi.NewGuardian
-import app.doorstep.ffi.NewHousehold
 import app.doorstep.ffi.NewIssue
-import app.doorstep.ffi.NewStudent
 import app.doorstep.ffi.NewVisit
 import app.doorstep.ffi.Replica
 import app.doorstep.ffi.Urgency
@@ -55,16 +52,6 @@ class ReplicaTest {
 
     @AfterEach
     fun closeAll() = opened.reversed().forEach { it.close() }
-
-    private fun newHousehold(name: String = "王") = NewHousehold(
-        familyName = name,
-        address = "平洲路 1 号",
-        communityId = "c-pingzhou",
-        branchId = "b-3",
-        guardians = listOf(NewGuardian(name = "李芳", relation = "母亲", phone = "13800000000")),
-        students = listOf(NewStudent("王小明", "平洲小学", "六年级", HukouStatus.NonLocal)),
-        assignedMembers = listOf("m-zhang"),
-    )
 
     /** What a sync does, by hand: each side sends what the other lacks. */
     private fun exchange(a: Replica, b: Replica) {

@@ -5,10 +5,6 @@ import app.doorstep.ffi.DoorstepException
 import app.doorstep.ffi.HttpRequest
 import app.doorstep.ffi.HttpResponse
 import app.doorstep.ffi.HttpTransport
-import app.doorstep.ffi.HukouStatus
-import app.doorstep.ffi.NewGuardian
-import app.doorstep.ffi.NewHousehold
-import app.doorstep.ffi.NewStudent
 import app.doorstep.ffi.NewVisit
 import app.doorstep.ffi.Replica
 import app.doorstep.ffi.SyncOptions
@@ -225,17 +221,7 @@ class SyncTest {
         // A server that accepts the request and never answers keeps the sync in flight.
         val stalled = StalledServer().closedAfter()
         val replica = DoorstepReplica.open(dir.resolve("k.sqlite3").toString(), "m-zhang", "d-k").closedAfter()
-        val h = replica.createHousehold(
-            NewHousehold(
-                familyName = "王",
-                address = "平洲路 1 号",
-                communityId = "c-pingzhou",
-                branchId = "b-3",
-                guardians = listOf(NewGuardian(name = "李芳", relation = "母亲", phone = "13800000000")),
-                students = listOf(NewStudent("王小明", "平洲小学", "六年级", HukouStatus.NonLocal)),
-                assignedMembers = listOf("m-zhang"),
-            ),
-        )
+        val h = replica.createHousehold(newHousehold())
 
         val sync = async(Dispatchers.Default) {
             runCatching { replica.sync(stalled.url, "token", SyncOptions(timeoutSeconds = 6u)) }
