@@ -381,7 +381,7 @@ pub struct HouseholdUpdate {
     pub community_id: Option<String>,
     pub branch_id: Option<String>,
     pub archived: Option<bool>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     pub notes: Option<String>,
 }
 
@@ -417,7 +417,7 @@ pub struct VisitUpdate {
     pub mode: Option<VisitMode>,
     pub people_met: Option<Vec<String>>,
     pub topics: Option<Vec<VisitTopic>>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     pub notes: Option<String>,
     pub follow_up_on: Option<String>,
 }
@@ -440,12 +440,12 @@ pub struct NewIssue {
 pub struct IssueUpdate {
     pub category: Option<IssueCategory>,
     pub title: Option<String>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     pub description: Option<String>,
     pub urgency: Option<Urgency>,
     pub assignee: Option<String>,
     pub due_on: Option<String>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     pub resolution: Option<String>,
     pub feedback: Option<FamilyFeedback>,
 }

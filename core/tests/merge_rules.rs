@@ -135,7 +135,33 @@ fn concurrent_status_transitions_converge_by_the_written_rule_and_all_stay_in_hi
 }
 
 #[test]
-fn notes_merge_character_by_character() {
+fn edited_notes_merge_character_by_character() {
+    let t = two_phones();
+    let visit = t.a.record_visit(&new_visit(&t.household, 1_000, "孩子作业习惯需要关注。")).unwrap().id;
+    let edit = |notes: &str| VisitUpdate { notes: Some(notes.into()), ..Default::default() };
+    // The first edit turns the note (written whole with the visit) into text ...
+    t.a.update_visit(&visit, &edit("孩子作业习惯需要关注")).unwrap();
+    sync_pair(&t.a, &t.b);
+    // ... so edits made on two phones after it merge.
+    t.a.update_visit(&visit, &edit("家长反映：孩子作业习惯需要关注")).unwrap();
+    t.b.update_visit(&visit, &edit("孩子作业习惯需要关注。下周回访。")).unwrap();
+    sync_pair(&t.a, &t.b);
+    for r in [&t.a, &t.b] {
+        assert_eq!(r.visit(&visit).unwrap().notes, "家长反映：孩子作业习惯需要关注。下周回访。");
+        assert!(r.conflicts(None).unwrap().is_empty());
+    }
+    // Household notes too.
+    let notes = |n: &str| HouseholdUpdate { notes: Some(n.into()), ..Default::default() };
+    t.a.update_household(&t.household, &notes("家长关心积分入学。")).unwrap();
+    sync_pair(&t.a, &t.b);
+    t.a.update_household(&t.household, &notes("【重要】家长关心积分入学。")).unwrap();
+    t.b.update_household(&t.household, &notes("家长关心积分入学。已讲解招生方案")).unwrap();
+    sync_pair(&t.a, &t.b);
+    assert_eq!(t.b.household(&t.household).unwrap().notes, "【重要】家长关心积分入学。已讲解招生方案");
+}
+
+#[test]
+fn a_note_first_edited_on_two_phones_keeps_both_wordings_until_one_is_chosen() {
     let t = two_phones();
     let visit = t.a.record_visit(&new_visit(&t.household, 1_000, "孩子作业习惯需要关注。")).unwrap().id;
     sync_pair(&t.a, &t.b);
@@ -143,15 +169,26 @@ fn notes_merge_character_by_character() {
     t.a.update_visit(&visit, &edit("家长反映：孩子作业习惯需要关注。")).unwrap();
     t.b.update_visit(&visit, &edit("孩子作业习惯需要关注。下周回访。")).unwrap();
     sync_pair(&t.a, &t.b);
+    let path = format!("visits/{visit}/notes");
     for r in [&t.a, &t.b] {
-        assert_eq!(r.visit(&visit).unwrap().notes, "家长反映：孩子作业习惯需要关注。下周回访。");
+        let c = r.conflicts(None).unwrap();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].path, path);
+        let mut wordings: Vec<(&str, &str)> =
+            c[0].values.iter().map(|v| (v.value.as_str(), v.by.member_id.as_str())).collect();
+        wordings.sort();
+        assert_eq!(wordings, [("孩子作业习惯需要关注。下周回访。", "m-li"), ("家长反映：孩子作业习惯需要关注。", "m-zhang")]);
     }
-    // Household notes too.
-    let notes = |n: &str| HouseholdUpdate { notes: Some(n.into()), ..Default::default() };
-    t.a.update_household(&t.household, &notes("【重要】家长关心积分入学")).unwrap();
-    t.b.update_household(&t.household, &notes("家长关心积分入学，已讲解招生方案")).unwrap();
+    t.b.resolve_conflict(&t.household, &path, "家长反映：孩子作业习惯需要关注。").unwrap();
     sync_pair(&t.a, &t.b);
-    assert_eq!(t.b.household(&t.household).unwrap().notes, "【重要】家长关心积分入学，已讲解招生方案");
+    for r in [&t.a, &t.b] {
+        assert_eq!(r.visit(&visit).unwrap().notes, "家长反映：孩子作业习惯需要关注。");
+        assert!(r.conflicts(None).unwrap().is_empty());
+    }
+    // The chosen wording is a plain string again; the next edit makes it text.
+    t.a.update_visit(&visit, &edit("家长反映：孩子作业习惯需要关注。已联系班主任。")).unwrap();
+    sync_pair(&t.a, &t.b);
+    assert_eq!(t.b.visit(&visit).unwrap().notes, "家长反映：孩子作业习惯需要关注。已联系班主任。");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! so its conflicts are concurrent transitions, settled by one more transition.
 
 use automerge::transaction::Transactable;
-use automerge::{hydrate, ObjId, ReadDoc, ScalarValue, Value};
+use automerge::{hydrate, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 
 use super::stored::IssueDoc;
 use super::{read_note, status, Author, HouseholdDocument, Scope};
@@ -77,6 +77,7 @@ impl HouseholdDocument {
                 .map(|(v, id)| {
                     let text = match v {
                         Value::Scalar(s) => scalar_text(&s),
+                        Value::Object(ObjType::Text) => self.doc.text(&id).unwrap_or_default(),
                         Value::Object(t) => format!("[{t}]"),
                     };
                     (Some(&id) == winner.as_ref(), text, id)
@@ -145,8 +146,13 @@ impl HouseholdDocument {
             .doc
             .get_all(&obj, *key)?
             .into_iter()
-            .find_map(|(v, _)| match v {
+            .find_map(|(v, id)| match v {
                 Value::Scalar(s) if scalar_text(&s) == chosen => Some(s.into_owned()),
+                // A note edited on two phones before either had seen an edit of it: the
+                // chosen wording is kept as a plain string, text again at its next edit.
+                Value::Object(ObjType::Text) if self.doc.text(&id).is_ok_and(|t| t == chosen) => {
+                    Some(ScalarValue::Str(chosen.into()))
+                }
                 _ => None,
             })
             .ok_or_else(|| {

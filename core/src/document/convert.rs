@@ -2,11 +2,9 @@
 
 use std::collections::HashMap;
 
-use automerge::hydrate::{List, Map, Text, Value};
-use automerge::{ScalarValue, TextEncoding};
+use automerge::hydrate::{List, Map, Value};
+use automerge::ScalarValue;
 use serde_json::{Number, Value as Json};
-
-use super::stored::TEXT_FIELDS;
 
 /// A hydrated Automerge value as JSON (text objects become strings).
 pub fn to_json(value: &Value) -> Json {
@@ -28,21 +26,14 @@ pub fn to_json(value: &Value) -> Json {
     }
 }
 
-/// A serialised record as a value to insert in one batch; strings under `TEXT_FIELDS`
-/// keys become text objects.
-pub fn from_json(json: &Json, encoding: TextEncoding) -> Value {
-    from_json_keyed(json, None, encoding)
-}
-
-fn from_json_keyed(json: &Json, key: Option<&str>, encoding: TextEncoding) -> Value {
+/// A serialised record as a value to insert in one batch. Strings stay plain strings,
+/// notes included (see `HouseholdDocument::update_note`).
+pub fn from_json(json: &Json) -> Value {
     match json {
         Json::Object(fields) => Value::Map(Map::from(
-            fields.iter().map(|(k, v)| (k.clone(), from_json_keyed(v, Some(k), encoding))).collect::<HashMap<String, Value>>(),
+            fields.iter().map(|(k, v)| (k.clone(), from_json(v))).collect::<HashMap<String, Value>>(),
         )),
-        Json::Array(items) => Value::List(List::from(items.iter().map(|v| from_json_keyed(v, None, encoding)).collect::<Vec<_>>())),
-        Json::String(s) if key.is_some_and(|k| TEXT_FIELDS.contains(&k)) => {
-            Value::Text(Text::new(encoding, s))
-        }
+        Json::Array(items) => Value::List(List::from(items.iter().map(from_json).collect::<Vec<_>>())),
         Json::String(s) => Value::Scalar(ScalarValue::Str(s.as_str().into())),
         Json::Number(n) => Value::Scalar(match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => ScalarValue::Int(i),

@@ -3,8 +3,9 @@
 //! These types are used to create records (one batch insert each) and to read them back
 //! (one `hydrate` of the record's object). Edits are made field by field, never by
 //! rewriting a whole record, so that concurrent edits to different fields both survive and
-//! fields written by newer app versions are kept. Text fields (`TEXT_FIELDS`) are
-//! Automerge text objects that merge character by character.
+//! fields written by newer app versions are kept. Notes (`notes`, `description`,
+//! `resolution`) are plain strings when written with their record and become Automerge
+//! text, merged character by character, at their first edit.
 //!
 //! Why not autosurgeon's derive for reading: measured on automerge 0.12 (release build,
 //! this 2-core machine), hydrating a household of 300 visits through it took ~130 ms
@@ -20,9 +21,6 @@ use crate::model::{
 
 /// The schema version this code writes into every document it creates.
 pub const SCHEMA_VERSION: u64 = 1;
-
-/// Fields stored as Automerge text (merged character by character), wherever they occur.
-pub const TEXT_FIELDS: &[&str] = &["notes", "description", "resolution"];
 
 /// Who did something, from which device, and when.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
