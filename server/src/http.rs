@@ -165,7 +165,7 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
     }
     let pushed = changes.len();
     let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
-    let body = protocol::encode(&response);
+    let body = response.encode();
     app.metrics.observe_sync(started.elapsed(), pushed, body.len());
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
 }
