@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{ActorId, AutoCommit, Change};
-use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse};
 use doorstep_core::*;
 use serde_json::{json, Value};
 
@@ -653,18 +653,6 @@ impl Api {
     }
 }
 
-fn request(position: Option<Position>, changes: Vec<PushedChange>) -> SyncRequest {
-    SyncRequest {
-        version: PROTOCOL_VERSION,
-        position,
-        changes,
-        reconcile: None,
-        rebuild: vec![],
-        max_response_bytes: protocol::DEFAULT_PAGE_BYTES,
-        more_to_push: false,
-    }
-}
-
 /// One sync round trip: the response and the bytes sent and received.
 fn post_sync(http: &reqwest::blocking::Client, url: &str, token: &str, req: &SyncRequest) -> (SyncResponse, usize, usize) {
     let body = protocol::encode(req);
@@ -698,7 +686,7 @@ fn pull_all(http: &reqwest::blocking::Client, url: &str, token: &str, position: 
     let mut pull = Pull { position, ..Default::default() };
     let started = Instant::now();
     loop {
-        let (response, sent, received) = post_sync(http, url, token, &request(pull.position.clone(), vec![]));
+        let (response, sent, received) = post_sync(http, url, token, &SyncRequest::new(pull.position.clone(), vec![]));
         pull.sent += sent;
         pull.received += received;
         pull.round_trips += 1;
@@ -951,7 +939,7 @@ fn main() {
                     Err(_) => break,
                 };
                 let n = batch.len();
-                let (response, _, _) = post_sync(http, url, token, &request(position.clone(), batch));
+                let (response, _, _) = post_sync(http, url, token, &SyncRequest::new(position.clone(), batch));
                 for ack in &response.acks {
                     if ack.outcome != Outcome::Accepted {
                         panic!("a seeding change was not accepted: {:?}", ack.outcome);
@@ -1123,7 +1111,7 @@ fn main() {
         .timeout(Duration::from_secs(900))
         .build()
         .unwrap();
-    let first_bodies: Vec<Vec<u8>> = (0..n).map(|_| protocol::encode(&request(None, vec![]))).collect();
+    let first_bodies: Vec<Vec<u8>> = (0..n).map(|_| protocol::encode(&SyncRequest::new(None, vec![]))).collect();
     let warm = run_concurrently(&rt, &client, &url, &devices, first_bodies);
     let warm: Vec<SyncResponse> = warm.into_iter().map(|w| w.response).collect();
     phase(&server, &format!("{n} devices' first syncs (not measured)"), t);
@@ -1170,7 +1158,7 @@ fn main() {
             }
         }
         assert_eq!(changes.len(), sizes.changes_per_push);
-        *bodies[m].lock().unwrap() = protocol::encode(&request(Some(response.position.clone()), changes));
+        *bodies[m].lock().unwrap() = protocol::encode(&SyncRequest::new(Some(response.position.clone()), changes));
     });
     let bodies: Vec<Vec<u8>> = bodies.into_iter().map(|b| b.into_inner().unwrap()).collect();
     drop(warm);

@@ -9,7 +9,7 @@ mod support;
 
 use automerge::{ActorId, Change};
 use doorstep_core::document::{Author, HouseholdDocument};
-use doorstep_core::sync::protocol::{PushedChange, SyncRequest, SyncResponse, DEFAULT_PAGE_BYTES, PROTOCOL_VERSION};
+use doorstep_core::sync::protocol::{PushedChange, SyncRequest, SyncResponse};
 use doorstep_core::HouseholdUpdate;
 use doorstep_server::admin;
 use doorstep_server::auth::hash_secret;
@@ -24,18 +24,8 @@ fn job(
     position: Option<doorstep_core::sync::protocol::Position>,
     changes: Vec<(String, Change)>,
 ) -> SyncJob {
-    let request = SyncRequest {
-        version: PROTOCOL_VERSION,
-        position,
-        changes: changes
-            .iter()
-            .map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().to_vec() })
-            .collect(),
-        reconcile: None,
-        rebuild: vec![],
-        max_response_bytes: DEFAULT_PAGE_BYTES,
-        more_to_push: false,
-    };
+    let pushed = changes.iter().map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().to_vec() });
+    let request = SyncRequest::new(position, pushed.collect());
     SyncJob { token_hash: hash_secret(token), request, changes }
 }
 

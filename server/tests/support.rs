@@ -451,13 +451,5 @@ pub fn raw_sync(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) 
 
 /// An empty first-sync request (no position, nothing pushed).
 pub fn empty_sync_request() -> doorstep_core::sync::protocol::SyncRequest {
-    doorstep_core::sync::protocol::SyncRequest {
-        more_to_push: false,
-        version: doorstep_core::sync::protocol::PROTOCOL_VERSION,
-        position: None,
-        changes: vec![],
-        reconcile: None,
-        rebuild: vec![],
-        max_response_bytes: doorstep_core::sync::protocol::DEFAULT_PAGE_BYTES,
-    }
+    doorstep_core::sync::protocol::SyncRequest::new(None, vec![])
 }

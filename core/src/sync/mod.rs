@@ -110,15 +110,7 @@ impl Replica {
             .map(|(household_id, bytes)| PushedChange { household_id, bytes })
             .collect();
         let more_to_push = inner.store.outbox_waiting()? > changes.len();
-        Ok(SyncRequest {
-            version: PROTOCOL_VERSION,
-            position,
-            changes,
-            reconcile,
-            rebuild,
-            max_response_bytes,
-            more_to_push,
-        })
+        Ok(SyncRequest { reconcile, rebuild, max_response_bytes, more_to_push, ..SyncRequest::new(position, changes) })
     }
 
     /// Apply a server response in one transaction. Nothing is kept from a response whose

@@ -148,6 +148,20 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], limit: usize) -> Resul
 }
 
 impl SyncRequest {
+    /// An ordinary request: `changes` pushed from `position`, answered in pages of the
+    /// default size, with no reconciliation and nothing to rebuild.
+    pub fn new(position: Option<Position>, changes: Vec<PushedChange>) -> SyncRequest {
+        SyncRequest {
+            version: PROTOCOL_VERSION,
+            position,
+            changes,
+            reconcile: None,
+            rebuild: Vec::new(),
+            max_response_bytes: DEFAULT_PAGE_BYTES,
+            more_to_push: false,
+        }
+    }
+
     pub fn decode(bytes: &[u8], limit: usize) -> Result<SyncRequest, DecodeError> {
         let request: SyncRequest = decode(bytes, limit)?;
         if request.version != PROTOCOL_VERSION {
