@@ -63,7 +63,11 @@ fn read_note(message: Option<&str>) -> (String, String, String) {
 fn record_written<'a>(paths: &'a [WrittenPath], household_id: &'a str) -> &'a str {
     match paths.iter().min_by_key(|path| path.len()).map(Vec::as_slice) {
         Some([kind, id, ..]) if kind == "visits" || kind == "issues" => id,
-        Some([household, kind, id, ..]) if household == "household" && (kind == "guardians" || kind == "students") => id,
+        Some([household, kind, id, ..])
+            if household == "household" && (kind == "guardians" || kind == "students") =>
+        {
+            id
+        }
         _ => household_id,
     }
 }
@@ -380,7 +384,8 @@ impl HouseholdDocument {
                 if action.split(' ').any(|word| word == RECORD) {
                     let paths = self.paths_written_by(&c);
                     let record = record_written(&paths, &self.id);
-                    action = action.split(' ').map(|w| if w == RECORD { record } else { w }).collect::<Vec<_>>().join(" ");
+                    let words: Vec<&str> = action.split(' ').map(|w| if w == RECORD { record } else { w }).collect();
+                    action = words.join(" ");
                 }
                 HistoryEntry {
                     change_hash: c.hash().to_string(),
