@@ -283,6 +283,26 @@ fn history_says_who_changed_what_and_when() {
     assert_eq!(history[1].by.member_id, "m-li");
     assert_eq!(history[1].action, format!("record_visit {v}"));
     assert!(history[1].by.at_ms >= history[0].by.at_ms);
+    assert_eq!(history[0].action, format!("create_household {h}"));
+
+    // The record a change wrote is named in its history entry (messages carry only its
+    // kind; the id comes from the change's operations).
+    let issue = a.raise_issue(&new_issue(&h)).unwrap().id;
+    a.transition_issue(&issue, &IssueStatus::Acknowledged, "已联系").unwrap();
+    a.comment_on_issue(&issue, "周三再回访").unwrap();
+    let guardian = NewGuardian { name: "王建军".into(), relation: "祖父".into(), phone: "13800000000".into() };
+    let household = a.add_guardian(&h, &guardian).unwrap();
+    let guardian_id = household.guardians.iter().find(|g| g.name == "王建军").unwrap().id.clone();
+    let actions: Vec<String> = a.history(&h).unwrap().into_iter().skip(2).map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [
+            format!("raise_issue {issue}"),
+            format!("transition_issue {issue} open -> acknowledged"),
+            format!("comment_on_issue {issue}"),
+            format!("add_guardian {guardian_id}"),
+        ]
+    );
 }
 
 #[test]
