@@ -428,7 +428,7 @@ pub struct HouseholdUpdate {
     pub branch_id: Option<String>,
     #[uniffi(default)]
     pub archived: Option<bool>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     #[uniffi(default)]
     pub notes: Option<String>,
 }
@@ -488,7 +488,7 @@ pub struct VisitUpdate {
     pub people_met: Option<Vec<String>>,
     #[uniffi(default)]
     pub topics: Option<Vec<VisitTopic>>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     #[uniffi(default)]
     pub notes: Option<String>,
     #[uniffi(default)]
@@ -526,7 +526,7 @@ pub struct IssueUpdate {
     pub category: Option<IssueCategory>,
     #[uniffi(default)]
     pub title: Option<String>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     #[uniffi(default)]
     pub description: Option<String>,
     #[uniffi(default)]
@@ -535,7 +535,7 @@ pub struct IssueUpdate {
     pub assignee: Option<String>,
     #[uniffi(default)]
     pub due_on: Option<String>,
-    /// Merged character by character with concurrent edits.
+    /// Merged character by character with concurrent edits once edited (data model rule 5).
     #[uniffi(default)]
     pub resolution: Option<String>,
     #[uniffi(default)]
