@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use automerge::ActorId;
 use criterion::Criterion;
 use doorstep_core::*;
+use rand::prelude::*;
 
 // ----- configuration -----------------------------------------------------------------
 
@@ -106,34 +107,6 @@ fn env_usize(name: &str) -> Option<usize> {
 
 // ----- deterministic data -------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 const FAMILY_NAMES: &[&str] = &[
     "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林",
@@ -213,22 +186,22 @@ const ISSUES: &[(IssueCategory, &str, &str)] = &[
 ];
 
 /// One household's profile.
-fn new_household(rng: &mut Rng, assigned: &[String]) -> NewHousehold {
-    let family = *rng.pick(FAMILY_NAMES);
-    let (branch, school) = *rng.pick(SCHOOLS);
-    let mother = format!("{}{}", rng.pick(FAMILY_NAMES), rng.pick(GIVEN_ADULT_FEMALE));
-    let father = format!("{family}{}", rng.pick(GIVEN_ADULT_MALE));
+fn new_household(rng: &mut StdRng, assigned: &[String]) -> NewHousehold {
+    let family = *FAMILY_NAMES.choose(rng).unwrap();
+    let (branch, school) = *SCHOOLS.choose(rng).unwrap();
+    let mother = format!("{}{}", FAMILY_NAMES.choose(rng).unwrap(), GIVEN_ADULT_FEMALE.choose(rng).unwrap());
+    let father = format!("{family}{}", GIVEN_ADULT_MALE.choose(rng).unwrap());
     let mut guardians =
-        vec![NewGuardian { name: mother, relation: "母亲".into(), phone: format!("139{:08}", rng.below(100_000_000)) }];
-    if rng.chance(60) {
-        guardians.push(NewGuardian { name: father, relation: "父亲".into(), phone: format!("138{:08}", rng.below(100_000_000)) });
+        vec![NewGuardian { name: mother, relation: "母亲".into(), phone: format!("139{:08}", rng.random_range(0..100_000_000)) }];
+    if rng.random_ratio(60, 100) {
+        guardians.push(NewGuardian { name: father, relation: "父亲".into(), phone: format!("138{:08}", rng.random_range(0..100_000_000)) });
     }
-    let students = (0..1 + rng.below(2))
+    let students = (0..1 + rng.random_range(0..2))
         .map(|_| NewStudent {
-            name: format!("{family}{}", rng.pick(GIVEN_CHILD)),
+            name: format!("{family}{}", GIVEN_CHILD.choose(rng).unwrap()),
             school: school.into(),
-            grade: (*rng.pick(GRADES)).into(),
-            hukou_status: match rng.below(10) {
+            grade: (*GRADES.choose(rng).unwrap()).into(),
+            hukou_status: match rng.random_range(0..10) {
                 0..=4 => HukouStatus::NonLocal,
                 5..=8 => HukouStatus::Local,
                 _ => HukouStatus::PolicyCare,
@@ -239,34 +212,34 @@ fn new_household(rng: &mut Rng, assigned: &[String]) -> NewHousehold {
         family_name: family.into(),
         address: format!(
             "佛山市南海区桂城街道{}{}号{}{}座{}{:02}",
-            rng.pick(ROADS),
-            1 + rng.below(300),
-            rng.pick(ESTATES),
-            1 + rng.below(12),
-            1 + rng.below(32),
-            1 + rng.below(6)
+            ROADS.choose(rng).unwrap(),
+            1 + rng.random_range(0..300),
+            ESTATES.choose(rng).unwrap(),
+            1 + rng.random_range(0..12),
+            1 + rng.random_range(0..32),
+            1 + rng.random_range(0..6)
         ),
-        community_id: (*rng.pick(COMMUNITIES)).into(),
+        community_id: (*COMMUNITIES.choose(rng).unwrap()).into(),
         branch_id: branch.into(),
         guardians,
         students,
         assigned_members: assigned.to_vec(),
-        notes: if rng.chance(50) { "晚上七点后家中有人；祖母只会说粤语。".into() } else { String::new() },
+        notes: if rng.random_ratio(50, 100) { "晚上七点后家中有人；祖母只会说粤语。".into() } else { String::new() },
     }
 }
 
-fn visit_notes(rng: &mut Rng) -> String {
-    let n = 2 + rng.below(3);
-    (0..n).map(|_| *rng.pick(NOTE_SENTENCES)).collect::<Vec<_>>().concat()
+fn visit_notes(rng: &mut StdRng) -> String {
+    let n = 2 + rng.random_range(0..3);
+    (0..n).map(|_| *NOTE_SENTENCES.choose(rng).unwrap()).collect::<Vec<_>>().concat()
 }
 
 /// A visit to `household_id` on day `day` of the school year.
-fn new_visit(rng: &mut Rng, household_id: &str, day: i64) -> NewVisit {
-    let started = SCHOOL_YEAR_START_MS + day * DAY_MS + (10 + rng.below(10) as i64) * 3_600_000;
-    let mode = rng.pick(MODES).clone();
-    let mut topics = vec![rng.pick(TOPICS).clone()];
-    if rng.chance(50) {
-        let t = rng.pick(TOPICS).clone();
+fn new_visit(rng: &mut StdRng, household_id: &str, day: i64) -> NewVisit {
+    let started = SCHOOL_YEAR_START_MS + day * DAY_MS + (10 + rng.random_range(0..10) as i64) * 3_600_000;
+    let mode = MODES.choose(rng).unwrap().clone();
+    let mut topics = vec![TOPICS.choose(rng).unwrap().clone()];
+    if rng.random_ratio(50, 100) {
+        let t = TOPICS.choose(rng).unwrap().clone();
         if !topics.contains(&t) {
             topics.push(t);
         }
@@ -275,40 +248,40 @@ fn new_visit(rng: &mut Rng, household_id: &str, day: i64) -> NewVisit {
         household_id: household_id.into(),
         visitors: vec![],
         started_at_ms: started,
-        ended_at_ms: Some(started + (20 + rng.below(40) as i64) * 60_000),
+        ended_at_ms: Some(started + (20 + rng.random_range(0..40) as i64) * 60_000),
         location: (mode == VisitMode::InPerson).then(|| Location {
-            latitude: 23.03 + rng.below(1000) as f64 / 50_000.0,
-            longitude: 113.13 + rng.below(1000) as f64 / 50_000.0,
-            accuracy_m: Some(5.0 + rng.below(30) as f64),
+            latitude: 23.03 + rng.random_range(0..1000) as f64 / 50_000.0,
+            longitude: 113.13 + rng.random_range(0..1000) as f64 / 50_000.0,
+            accuracy_m: Some(5.0 + rng.random_range(0..30) as f64),
         }),
         mode,
         people_met: vec![
-            format!("{} {}", rng.pick(PEOPLE_MET_RELATIONS), rng.pick(GIVEN_ADULT_FEMALE)),
-            format!("学生 {}", rng.pick(GIVEN_CHILD)),
+            format!("{} {}", PEOPLE_MET_RELATIONS.choose(rng).unwrap(), GIVEN_ADULT_FEMALE.choose(rng).unwrap()),
+            format!("学生 {}", GIVEN_CHILD.choose(rng).unwrap()),
         ],
         topics,
         notes: visit_notes(rng),
-        follow_up_on: rng.chance(30).then(|| format!("2026-{:02}-{:02}", 3 + rng.below(4), 1 + rng.below(28))),
+        follow_up_on: rng.random_ratio(30, 100).then(|| format!("2026-{:02}-{:02}", 3 + rng.random_range(0..4), 1 + rng.random_range(0..28))),
     }
 }
 
-fn new_issue(rng: &mut Rng, household_id: &str, visit_id: Option<String>, assignee: &str) -> NewIssue {
-    let (category, title, description) = rng.pick(ISSUES).clone();
+fn new_issue(rng: &mut StdRng, household_id: &str, visit_id: Option<String>, assignee: &str) -> NewIssue {
+    let (category, title, description) = ISSUES.choose(rng).unwrap().clone();
     NewIssue {
         household_id: household_id.into(),
         visit_id,
         category,
         title: title.into(),
         description: description.into(),
-        urgency: match rng.below(10) {
+        urgency: match rng.random_range(0..10) {
             0..=5 => Urgency::Normal,
             6..=7 => Urgency::Low,
             8 => Urgency::High,
             _ => Urgency::Urgent,
         },
-        assignee: rng.chance(70).then(|| assignee.to_string()),
+        assignee: rng.random_ratio(70, 100).then(|| assignee.to_string()),
         // Spread around TODAY so that some are overdue.
-        due_on: Some(format!("2026-{:02}-{:02}", 1 + rng.below(6), 1 + rng.below(28))),
+        due_on: Some(format!("2026-{:02}-{:02}", 1 + rng.random_range(0..6), 1 + rng.random_range(0..28))),
     }
 }
 
@@ -344,27 +317,27 @@ fn build_changes(count: usize, shape: Shape, members: &[String], seed: u64, thre
 }
 
 fn build_household(actor: &ActorId, index: usize, shape: Shape, members: &[String], seed: u64) -> HouseholdChanges {
-    let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let rng = &mut StdRng::seed_from_u64(seed ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let member = &members[index % members.len()];
     let author = Author { member_id: member.clone(), device_id: format!("d-{member}") };
-    let created = SCHOOL_YEAR_START_MS - 30 * DAY_MS + rng.below(20) as i64 * DAY_MS;
-    let mut doc = HouseholdDocument::create(actor, &author, created, &new_household(&mut rng, std::slice::from_ref(member)))
+    let created = SCHOOL_YEAR_START_MS - 30 * DAY_MS + rng.random_range(0..20) as i64 * DAY_MS;
+    let mut doc = HouseholdDocument::create(actor, &author, created, &new_household(rng, std::slice::from_ref(member)))
         .expect("create household");
     let id = doc.id().to_string();
     let mut visit_ids = Vec::new();
     for v in 0..shape.visits {
         // Spread over the school year so far (~190 days), in order.
-        let day = (v as i64 * 190 / shape.visits.max(1) as i64) + rng.below(15) as i64;
-        let visit = new_visit(&mut rng, &id, day);
+        let day = (v as i64 * 190 / shape.visits.max(1) as i64) + rng.random_range(0..15) as i64;
+        let visit = new_visit(rng, &id, day);
         let at = visit.ended_at_ms.unwrap_or(visit.started_at_ms);
         visit_ids.push(doc.record_visit(&author, at, &visit).expect("record visit"));
     }
     for n in 0..(shape.issues)(index) {
         let visit = visit_ids.get(n).cloned();
-        let issue = new_issue(&mut rng, &id, visit, member);
-        let at = SCHOOL_YEAR_START_MS + (60 + rng.below(120) as i64) * DAY_MS;
+        let issue = new_issue(rng, &id, visit, member);
+        let at = SCHOOL_YEAR_START_MS + (60 + rng.random_range(0..120) as i64) * DAY_MS;
         let issue_id = doc.raise_issue(&author, at, &issue).expect("raise issue");
-        let path: &[IssueStatus] = match rng.below(10) {
+        let path: &[IssueStatus] = match rng.random_range(0..10) {
             0..=3 => &[],
             4..=5 => &[IssueStatus::Acknowledged],
             6 => &[IssueStatus::Acknowledged, IssueStatus::InProgress],
@@ -503,7 +476,7 @@ struct Recorder {
     household_ids: Vec<String>,
     replica: Option<Replica>,
     calls_since_reset: usize,
-    rng: Rng,
+    rng: StdRng,
     day: i64,
 }
 
@@ -515,7 +488,7 @@ impl Recorder {
             household_ids: template.household_ids.clone(),
             replica: None,
             calls_since_reset: 0,
-            rng: Rng::new(99),
+            rng: StdRng::seed_from_u64(99),
             day: 195,
         };
         r.reset();
@@ -846,11 +819,11 @@ fn fs_name() -> String {
 fn record_cost_by_household_size(dir: &Path) -> String {
     let path = dir.join("growth.sqlite3");
     let replica = Replica::open(&path, MEMBER_ID, MEMBER_DEVICE).unwrap();
-    let mut rng = Rng::new(5);
-    let household = replica.create_household(&new_household(&mut rng, &[MEMBER_ID.to_string()])).unwrap().id;
+    let rng = &mut StdRng::seed_from_u64(5);
+    let household = replica.create_household(&new_household(rng, &[MEMBER_ID.to_string()])).unwrap().id;
     let samples: Vec<Sample> = (0..120)
         .map(|day| {
-            let visit = new_visit(&mut rng, &household, day);
+            let visit = new_visit(rng, &household, day);
             measure(|| replica.record_visit(&visit).unwrap())
         })
         .collect();

@@ -54,6 +54,7 @@ use automerge::sync::{Message, State, SyncDoc};
 use automerge::{ActorId, AutoCommit, Change};
 use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse};
 use doorstep_core::*;
+use rand::prelude::*;
 use serde_json::{json, Value};
 
 const SERVER_BIN: &str = env!("CARGO_BIN_EXE_doorstep-server");
@@ -117,34 +118,6 @@ fn sizes(quick: bool) -> Sizes {
 
 // ----- deterministic data --------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 const FAMILY_NAMES: &[&str] = &[
     "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林",
@@ -213,13 +186,13 @@ struct NoteContext {
     family: String,
 }
 
-fn slot(key: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
-    let pick = |rng: &mut Rng, items: &[&str]| rng.pick(items).to_string();
+fn slot(key: &str, rng: &mut StdRng, ctx: &NoteContext) -> String {
+    let pick = |rng: &mut StdRng, items: &[&str]| items.choose(rng).unwrap().to_string();
     match key {
         "child" => ctx.child.clone(),
         "school" => ctx.school.clone(),
         "grade" => ctx.grade.clone(),
-        "teacher" => format!("{}老师", rng.pick(FAMILY_NAMES)),
+        "teacher" => format!("{}老师", FAMILY_NAMES.choose(rng).unwrap()),
         "road" => pick(rng, ROADS),
         "state" => pick(rng, &["良好", "稳定", "有所下滑", "比较紧张", "积极", "一般"]),
         "subject" => pick(rng, &["语文", "数学", "英语", "科学", "体育", "美术", "音乐", "道德与法治"]),
@@ -230,8 +203,8 @@ fn slot(key: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
             rng,
             &["居住证、社保缴费证明和租房合同", "户口本、房产证和预防接种证", "居住证和父母的劳动合同", "出生证明和户口本", "在读证明和学籍卡"],
         ),
-        "month" => (1 + rng.below(12)).to_string(),
-        "day" => (1 + rng.below(28)).to_string(),
+        "month" => (1 + rng.random_range(0..12)).to_string(),
+        "day" => (1 + rng.random_range(0..28)).to_string(),
         "office" => pick(rng, &["街道教育办", "社区党群服务中心", "学校教务处", "区教育局服务窗口", "社区居委会"]),
         "hours" => pick(rng, &["两", "三", "四", "五"]),
         "city" => pick(rng, &["广州", "深圳", "东莞", "中山", "湛江", "湖南", "广西"]),
@@ -240,10 +213,10 @@ fn slot(key: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
         "club" => pick(rng, &["体育类社团", "编程兴趣班", "书法课", "合唱团", "足球队训练"]),
         "condition" => pick(rng, &["轻微哮喘", "过敏性鼻炎", "近视加深", "食物过敏"]),
         "moved" => pick(rng, &["刚搬到新租的房子", "最近搬回老家附近", "租住在城中村", "换了更小的出租屋"]),
-        "km" => (1 + rng.below(9)).to_string(),
+        "km" => (1 + rng.random_range(0..9)).to_string(),
         "commute" => pick(rng, &["坐公交", "骑自行车", "由家长骑电动车送", "步行"]),
-        "minutes" => (10 + rng.below(50)).to_string(),
-        "minutes2" => (5 + rng.below(25)).to_string(),
+        "minutes" => (10 + rng.random_range(0..50)).to_string(),
+        "minutes2" => (5 + rng.random_range(0..25)).to_string(),
         "peer" => pick(rng, &["融洽", "还可以", "一般，有点内向"]),
         "hardship" => pick(rng, &["母亲失业两个月", "父亲工伤在家休养", "家里刚还完医疗欠款", "只有父亲一人有收入"]),
         "help" => pick(rng, &["就业帮扶", "困难补助", "临时救助", "学费减免"]),
@@ -268,7 +241,7 @@ fn slot(key: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
             &["学校已经回复，家长表示满意", "还在等教育办答复", "已转交街道跟进，预计下月解决", "家长表示情况有所改善"],
         ),
         "housing" => pick(rng, &["租住两房一厅", "与亲戚合住", "住在自建房三楼", "住单位宿舍"]),
-        "area" => (20 + rng.below(100)).to_string(),
+        "area" => (20 + rng.random_range(0..100)).to_string(),
         "competition" => pick(rng, &["区运会", "科技创新大赛", "书法比赛", "朗诵比赛"]),
         "prize" => pick(rng, &["二等奖", "三等奖", "优秀奖", "一等奖"]),
         "emotion" => pick(rng, &["情绪低落", "不愿意上学", "回家后很少说话", "脾气比较急躁"]),
@@ -276,7 +249,7 @@ fn slot(key: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
     }
 }
 
-fn fill(template: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
+fn fill(template: &str, rng: &mut StdRng, ctx: &NoteContext) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(i) = rest.find('{') {
@@ -290,11 +263,11 @@ fn fill(template: &str, rng: &mut Rng, ctx: &NoteContext) -> String {
 }
 
 /// A few sentences, as members write them.
-fn visit_notes(rng: &mut Rng, ctx: &NoteContext) -> String {
-    let n = 2 + rng.below(3);
+fn visit_notes(rng: &mut StdRng, ctx: &NoteContext) -> String {
+    let n = 2 + rng.random_range(0..3);
     (0..n)
         .map(|_| {
-            let template = *rng.pick(NOTE_TEMPLATES);
+            let template = *NOTE_TEMPLATES.choose(rng).unwrap();
             fill(template, rng, ctx)
         })
         .collect::<Vec<_>>()
@@ -311,8 +284,8 @@ const ISSUES: &[(IssueCategory, &str, &str)] = &[
     (IssueCategory::General, "食堂饭菜质量", "家长反映学校食堂近期饭菜偏咸，孩子经常吃不完。"),
 ];
 
-fn person(rng: &mut Rng) -> String {
-    format!("{}{}", rng.pick(FAMILY_NAMES), rng.pick(GIVEN_ADULT))
+fn person(rng: &mut StdRng) -> String {
+    format!("{}{}", FAMILY_NAMES.choose(rng).unwrap(), GIVEN_ADULT.choose(rng).unwrap())
 }
 
 /// The organisation: branch ids and names (the party branch of a school), community ids
@@ -356,26 +329,26 @@ fn households_csv(range: std::ops::Range<usize>, sizes: &Sizes, district: &Distr
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(doorstep_server::admin::CSV_COLUMNS.split(',')).unwrap();
     for i in range {
-        let mut rng = Rng::new(0xD00F ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let rng = &mut StdRng::seed_from_u64(0xD00F ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
         let m = i / 3;
         let (branch_id, _, school) = &district.branches[branch_of_member(m, sizes)];
-        let (community_id, _) = rng.pick(&district.communities);
-        let family = *rng.pick(FAMILY_NAMES);
+        let (community_id, _) = district.communities.choose(rng).unwrap();
+        let family = *FAMILY_NAMES.choose(rng).unwrap();
         let address = format!(
             "佛山市南海区桂城街道{}{}号{}{}座{}{:02}",
-            rng.pick(ROADS),
-            1 + rng.below(300),
-            rng.pick(ESTATES),
-            1 + rng.below(12),
-            1 + rng.below(32),
-            1 + rng.below(6)
+            ROADS.choose(rng).unwrap(),
+            1 + rng.random_range(0..300),
+            ESTATES.choose(rng).unwrap(),
+            1 + rng.random_range(0..12),
+            1 + rng.random_range(0..32),
+            1 + rng.random_range(0..6)
         );
-        let guardian = format!("{}{}", rng.pick(FAMILY_NAMES), rng.pick(GIVEN_ADULT));
-        let relation = *rng.pick(&["母亲", "父亲", "祖母", "外婆"]);
-        let phone = format!("13{}{:08}", 5 + rng.below(5), rng.below(100_000_000));
-        let child = format!("{family}{}", rng.pick(GIVEN_CHILD));
-        let grade = *rng.pick(GRADES);
-        let hukou = *rng.pick(&["local", "non_local", "non_local", "policy_care"]);
+        let guardian = format!("{}{}", FAMILY_NAMES.choose(rng).unwrap(), GIVEN_ADULT.choose(rng).unwrap());
+        let relation = *["母亲", "父亲", "祖母", "外婆"].choose(rng).unwrap();
+        let phone = format!("13{}{:08}", 5 + rng.random_range(0..5), rng.random_range(0..100_000_000));
+        let child = format!("{family}{}", GIVEN_CHILD.choose(rng).unwrap());
+        let grade = *GRADES.choose(rng).unwrap();
+        let hukou = *["local", "non_local", "non_local", "policy_care"].choose(rng).unwrap();
         w.write_record([
             family,
             &address,
@@ -406,12 +379,12 @@ fn note_context(doc: &HouseholdDocument) -> NoteContext {
     }
 }
 
-fn new_visit(rng: &mut Rng, household_id: &str, started: i64, ctx: &NoteContext) -> NewVisit {
-    let mode = rng.pick(&[VisitMode::InPerson, VisitMode::InPerson, VisitMode::InPerson, VisitMode::Phone, VisitMode::WeChat, VisitMode::AtSchool]).clone();
+fn new_visit(rng: &mut StdRng, household_id: &str, started: i64, ctx: &NoteContext) -> NewVisit {
+    let mode = [VisitMode::InPerson, VisitMode::InPerson, VisitMode::InPerson, VisitMode::Phone, VisitMode::WeChat, VisitMode::AtSchool].choose(rng).unwrap().clone();
     let topics_all = [VisitTopic::FamilyEducation, VisitTopic::EnrolmentPolicy, VisitTopic::PublicOpinion, VisitTopic::StudentWellbeing];
-    let mut topics = vec![rng.pick(&topics_all).clone()];
-    if rng.chance(50) {
-        let t = rng.pick(&topics_all).clone();
+    let mut topics = vec![topics_all.choose(rng).unwrap().clone()];
+    if rng.random_ratio(50, 100) {
+        let t = topics_all.choose(rng).unwrap().clone();
         if !topics.contains(&t) {
             topics.push(t);
         }
@@ -420,49 +393,49 @@ fn new_visit(rng: &mut Rng, household_id: &str, started: i64, ctx: &NoteContext)
         household_id: household_id.into(),
         visitors: vec![],
         started_at_ms: started,
-        ended_at_ms: Some(started + (20 + rng.below(40) as i64) * 60_000),
+        ended_at_ms: Some(started + (20 + rng.random_range(0..40) as i64) * 60_000),
         location: (mode == VisitMode::InPerson).then(|| Location {
-            latitude: 23.03 + rng.below(1000) as f64 / 50_000.0,
-            longitude: 113.13 + rng.below(1000) as f64 / 50_000.0,
-            accuracy_m: Some(5.0 + rng.below(30) as f64),
+            latitude: 23.03 + rng.random_range(0..1000) as f64 / 50_000.0,
+            longitude: 113.13 + rng.random_range(0..1000) as f64 / 50_000.0,
+            accuracy_m: Some(5.0 + rng.random_range(0..30) as f64),
         }),
         mode,
         people_met: vec![
-            format!("{} {}{}", rng.pick(&["母亲", "父亲", "祖母", "外婆"]), ctx.family, rng.pick(GIVEN_ADULT)),
+            format!("{} {}{}", ["母亲", "父亲", "祖母", "外婆"].choose(rng).unwrap(), ctx.family, GIVEN_ADULT.choose(rng).unwrap()),
             format!("学生 {}", ctx.child),
         ],
         topics,
         notes: visit_notes(rng, ctx),
-        follow_up_on: rng.chance(30).then(|| format!("2026-{:02}-{:02}", 3 + rng.below(4), 1 + rng.below(28))),
+        follow_up_on: rng.random_ratio(30, 100).then(|| format!("2026-{:02}-{:02}", 3 + rng.random_range(0..4), 1 + rng.random_range(0..28))),
     }
 }
 
-fn new_issue(rng: &mut Rng, household_id: &str, visit_id: Option<String>, assignee: &str) -> NewIssue {
-    let (category, title, description) = rng.pick(ISSUES).clone();
+fn new_issue(rng: &mut StdRng, household_id: &str, visit_id: Option<String>, assignee: &str) -> NewIssue {
+    let (category, title, description) = ISSUES.choose(rng).unwrap().clone();
     NewIssue {
         household_id: household_id.into(),
         visit_id,
         category,
         title: title.into(),
         description: description.into(),
-        urgency: match rng.below(10) {
+        urgency: match rng.random_range(0..10) {
             0..=5 => Urgency::Normal,
             6..=7 => Urgency::Low,
             8 => Urgency::High,
             _ => Urgency::Urgent,
         },
-        assignee: rng.chance(70).then(|| assignee.to_string()),
-        due_on: Some(format!("2026-{:02}-{:02}", 1 + rng.below(6), 1 + rng.below(28))),
+        assignee: rng.random_ratio(70, 100).then(|| assignee.to_string()),
+        due_on: Some(format!("2026-{:02}-{:02}", 1 + rng.random_range(0..6), 1 + rng.random_range(0..28))),
     }
 }
 
 /// A member's phone actor (one per member, as one phone per member): 16 bytes as random
 /// as a phone's (`ActorId::random`), but the same in every run.
 fn member_actor(m: usize) -> ActorId {
-    let mut rng = Rng::new(0xAC70 ^ (m as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let rng = &mut StdRng::seed_from_u64(0xAC70 ^ (m as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
-    bytes[8..].copy_from_slice(&rng.next().to_le_bytes());
+    bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+    bytes[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
     ActorId::from(bytes)
 }
 
@@ -471,22 +444,22 @@ fn seed_household(index: usize, id: &str, saved: &[u8], sizes: &Sizes) -> Vec<Pu
     let m = index / 3;
     let member = member_id(m);
     let author = Author { member_id: member.clone(), device_id: format!("d-{member}") };
-    let mut rng = Rng::new(0x5EED ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let rng = &mut StdRng::seed_from_u64(0x5EED ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
     let mut doc = HouseholdDocument::load(id, saved, &member_actor(m)).expect("server document loads");
     let ctx = note_context(&doc);
     let before = doc.heads();
     let mut visit_ids = Vec::new();
     for v in 0..sizes.visits {
-        let day = (v as i64 * 190 / sizes.visits.max(1) as i64) + rng.below(15) as i64;
-        let started = SCHOOL_YEAR_START_MS + day * DAY_MS + (2 + rng.below(10) as i64) * 3_600_000;
-        let visit = new_visit(&mut rng, id, started, &ctx);
+        let day = (v as i64 * 190 / sizes.visits.max(1) as i64) + rng.random_range(0..15) as i64;
+        let started = SCHOOL_YEAR_START_MS + day * DAY_MS + (2 + rng.random_range(0..10) as i64) * 3_600_000;
+        let visit = new_visit(rng, id, started, &ctx);
         let at = visit.ended_at_ms.unwrap_or(started) + 600_000;
         visit_ids.push(doc.record_visit(&author, at, &visit).expect("record visit"));
     }
-    let issue = new_issue(&mut rng, id, visit_ids.first().cloned(), &member);
-    let at = SCHOOL_YEAR_START_MS + (60 + rng.below(120) as i64) * DAY_MS;
+    let issue = new_issue(rng, id, visit_ids.first().cloned(), &member);
+    let at = SCHOOL_YEAR_START_MS + (60 + rng.random_range(0..120) as i64) * DAY_MS;
     let issue_id = doc.raise_issue(&author, at, &issue).expect("raise issue");
-    let path: &[IssueStatus] = match rng.below(10) {
+    let path: &[IssueStatus] = match rng.random_range(0..10) {
         0..=3 => &[],
         4..=5 => &[IssueStatus::Acknowledged],
         6 => &[IssueStatus::Acknowledged, IssueStatus::InProgress],
@@ -874,11 +847,11 @@ fn main() {
     }
     let members = sizes.members();
     parallel(members, 4, |m| {
-        let mut rng = Rng::new(0xAB ^ m as u64);
+        let rng = &mut StdRng::seed_from_u64(0xAB ^ m as u64);
         let branch = &district.branches[branch_of_member(m, &sizes)].0;
         api.post(
             "/v1/admin/members",
-            json!({"id": member_id(m), "name": person(&mut rng), "role": "member", "branch_id": branch}),
+            json!({"id": member_id(m), "name": person(rng), "role": "member", "branch_id": branch}),
         );
     });
     phase(&server, "branches, communities and members (admin API)", t);
@@ -1052,11 +1025,11 @@ fn main() {
     let households = replica.list_households().unwrap();
     assert_eq!(households.len(), 3, "a member holds 3 households");
     let heads_before = replica.heads().unwrap();
-    let mut rng = Rng::new(0xDA11);
+    let rng = &mut StdRng::seed_from_u64(0xDA11);
     for h in &households[..2] {
         let doc = HouseholdDocument::load(&h.id, &automerge_docs[&h.id], &actor).unwrap();
         let ctx = note_context(&doc);
-        replica.record_visit(&new_visit(&mut rng, &h.id, TODAY_MS, &ctx)).unwrap();
+        replica.record_visit(&new_visit(rng, &h.id, TODAY_MS, &ctx)).unwrap();
     }
     let issue = replica.issues(&households[2].id).unwrap().into_iter().next().expect("an issue");
     replica
@@ -1122,7 +1095,7 @@ fn main() {
         let response = &warm[m];
         let author = Author { member_id: member_id(m), device_id: devices[m].0.clone() };
         let actor = ActorId::random();
-        let mut rng = Rng::new(0xB0057 ^ m as u64);
+        let rng = &mut StdRng::seed_from_u64(0xB0057 ^ m as u64);
         let mut docs: Vec<HouseholdDocument> = response
             .data
             .iter()
@@ -1147,7 +1120,7 @@ fn main() {
             } else {
                 let ctx = note_context(doc);
                 let id = doc.id().to_string();
-                doc.record_visit(&author, at, &new_visit(&mut rng, &id, at - 3_600_000, &ctx)).unwrap();
+                doc.record_visit(&author, at, &new_visit(rng, &id, at - 3_600_000, &ctx)).unwrap();
             }
         }
         let mut changes = Vec::new();

@@ -17,6 +17,8 @@
 mod support;
 
 use doorstep_core::sync::protocol::{self, PushedChange, SyncRequest};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 use support::*;
 
@@ -275,6 +277,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
 
 /// Incompressible bytes.
 fn noise(len: usize) -> Vec<u8> {
-    let mut rng = Rng::seeded(0x9e3779b97f4a7c15);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    let mut bytes = vec![0; len];
+    StdRng::seed_from_u64(0x9e3779b97f4a7c15).fill_bytes(&mut bytes);
+    bytes
 }

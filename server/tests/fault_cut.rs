@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use doorstep_core::{Error, HouseholdUpdate, SyncOptions};
 use doorstep_server::admin::CSV_COLUMNS;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
 use support::*;
 
 #[derive(Default)]
@@ -51,7 +54,7 @@ impl CutProxy {
         let counts = Arc::new(Counts::default());
         let cutting = Arc::new(AtomicBool::new(true));
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        let rng = Arc::new(Mutex::new(Rng::seeded(seed)));
+        let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
         let (c, k, sc) = (counts.clone(), cutting.clone(), script.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -102,12 +105,12 @@ fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result
 }
 
 /// Where to cut a message: half the time inside the head, half inside the body.
-fn cut_point(rng: &Mutex<Rng>, len: usize, head: usize) -> usize {
+fn cut_point(rng: &Mutex<StdRng>, len: usize, head: usize) -> usize {
     let mut rng = rng.lock().unwrap();
     if len > head + 1 && rng.next_u64().is_multiple_of(2) {
-        rng.range(head as u64, len as u64) as usize
+        rng.random_range(head as u64..len as u64) as usize
     } else {
-        rng.range(1, head as u64) as usize
+        rng.random_range(1..head.max(2) as u64) as usize
     }
 }
 
@@ -122,7 +125,7 @@ fn serve_connection(
     counts: &Counts,
     cutting: &AtomicBool,
     script: &Mutex<VecDeque<Fate>>,
-    rng: &Mutex<Rng>,
+    rng: &Mutex<StdRng>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut server = TcpStream::connect(upstream)?;
@@ -184,7 +187,7 @@ fn sync_retrying(phone: &Phone, url: &str, options: &SyncOptions, failures: &mut
 
 #[test]
 fn connections_cut_mid_request_and_mid_response_converge_without_loss() {
-    let mut rng = Rng::from_env("fault_cut");
+    let mut rng = rng_from_env("fault_cut");
     let district = District::start();
     let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
     admin.branch_b1(&["c1"], &["m1", "m2", "m3"]);
@@ -199,7 +202,7 @@ fn connections_cut_mid_request_and_mid_response_converge_without_loss() {
     for i in 0..40 {
         // Varied text, so that documents do not compress to nothing.
         let directions: String =
-            (0..400).map(|_| char::from_u32(0x4e00 + rng.range(0, 3000) as u32).unwrap()).collect();
+            (0..400).map(|_| char::from_u32(0x4e00 + rng.random_range(0..3000) as u32).unwrap()).collect();
         csv.push_str(&format!(
             "户{i},幸福路{i}号 {directions},c1,b1,家长{i},母亲,1380000{i:04},学生{i},第一小学,三年级,non_local,\n"
         ));
@@ -246,22 +249,20 @@ fn connections_cut_mid_request_and_mid_response_converge_without_loss() {
     }
     for round in 0..10 {
         let mut order: Vec<usize> = (0..phones.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.range(0, i as u64 + 1) as usize);
-        }
+        order.shuffle(&mut rng);
         for i in order {
             let phone = &phones[i];
             let own: Vec<&String> =
                 households.iter().filter(|(_, m)| m.contains(&members[i])).map(|(h, _)| h).collect();
-            for _ in 0..rng.range(1, 3) {
-                let h = own[rng.range(0, own.len() as u64) as usize];
+            for _ in 0..rng.random_range(1..3) {
+                let h = own[rng.random_range(0..own.len())];
                 let v = phone
                     .replica
                     .record_visit(&new_visit(h, round * 1000 + i as i64, &format!("第{round}轮 {}", members[i])))
                     .unwrap();
                 recorded.get_mut(h).unwrap().insert(v.id);
             }
-            match rng.range(0, 4) {
+            match rng.random_range(0..4) {
                 0 => {
                     let h = own[0];
                     let notes = format!("{} 第{round}轮备注", members[i]);

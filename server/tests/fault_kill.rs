@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use doorstep_core::{Error, HouseholdUpdate, SyncOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
 use support::*;
 
 /// At least this many kills.
@@ -47,7 +49,7 @@ fn options() -> SyncOptions {
 }
 
 fn run_phone(phone: Phone, own: Vec<String>, records: bool, seed: u64, shared: Arc<Shared>) -> Run {
-    let mut rng = Rng::seeded(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let member = phone.replica.member_id();
     let mut run = Run { phone, recorded: Vec::new(), unexpected: Vec::new() };
     let started = Instant::now();
@@ -55,10 +57,10 @@ fn run_phone(phone: Phone, own: Vec<String>, records: bool, seed: u64, shared: A
     while !shared.stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
         round += 1;
         if records && !own.is_empty() {
-            let h = &own[rng.range(0, own.len() as u64) as usize];
+            let h = &own[rng.random_range(0..own.len())];
             let v = run.phone.replica.record_visit(&new_visit(h, round, &format!("{member} 第{round}次"))).unwrap();
             run.recorded.push((h.clone(), v.id));
-            if rng.range(0, 5) == 0 {
+            if rng.random_range(0..5) == 0 {
                 let notes = format!("{member} 的备注 {round}");
                 run.phone
                     .replica
@@ -85,7 +87,7 @@ fn run_phone(phone: Phone, own: Vec<String>, records: bool, seed: u64, shared: A
             }
             Err(e) => run.unexpected.push(format!("{member}: {e:?}")),
         }
-        std::thread::sleep(Duration::from_millis(rng.range(0, 25)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..25)));
     }
     run
 }
@@ -107,7 +109,7 @@ fn server_visits(url: &str, token: &str) -> Vec<String> {
 #[test]
 fn sigkill_during_concurrent_syncs_loses_and_duplicates_nothing() {
     let started = Instant::now();
-    let mut rng = Rng::from_env("fault_kill");
+    let mut rng = rng_from_env("fault_kill");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("server");
     let admin_token = create_admin(&data);
@@ -157,11 +159,11 @@ fn sigkill_during_concurrent_syncs_loses_and_duplicates_nothing() {
     let mut same_port = 0;
     let mut acked_before_kill = Vec::new();
     for k in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(rng.range(400, 1500)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(400..1500)));
         let addr = server.addr();
         server.kill();
         let acknowledged = shared.acknowledged.lock().unwrap().clone();
-        std::thread::sleep(Duration::from_millis(rng.range(0, 200)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
         server = if k % 2 == 0 {
             match Server::try_start_with(&data, &addr, &[]) {
                 Ok(s) => {

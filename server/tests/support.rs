@@ -9,6 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use doorstep_core::{NewVisit, Replica, SyncOptions, VisitMode, VisitTopic};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::{json, Value};
 
 /// How long a server may take to start listening.
@@ -343,34 +345,14 @@ pub fn new_visit(household: &str, at: i64, notes: &str) -> NewVisit {
     }
 }
 
-/// A small deterministic random source (xorshift64*), seeded from the clock unless
-/// `DOORSTEP_TEST_SEED` is set; the seed is printed so a failure can be replayed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_env(name: &str) -> Rng {
-        let seed = std::env::var("DOORSTEP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
-        eprintln!("{name}: DOORSTEP_TEST_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    pub fn seeded(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-
-    /// A number in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
+/// A random source seeded from the clock unless `DOORSTEP_TEST_SEED` is set; the seed is
+/// printed so a failure can be replayed.
+pub fn rng_from_env(name: &str) -> StdRng {
+    let seed = std::env::var("DOORSTEP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("{name}: DOORSTEP_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
 }
 
 /// A phone: a real replica file and a device token.

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use doorstep_core::Replica;
 use doorstep_tests::{CRASH_DEVICE, CRASH_MEMBER, HOUSEHOLD_PREFIX, VISIT_PREFIX};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const DEFAULT_ROUNDS: usize = 25;
 /// Kill this long after the first visit of a round was reported.
@@ -28,23 +30,6 @@ const MAX_DELAY_MS: u64 = 150;
 const FIRST_VISIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The signal `Child::kill` sends on Unix (9 on every Unix Rust supports).
 const SIGKILL: i32 = 9;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -64,7 +49,7 @@ struct Round {
 
 /// Run the writer on `path`, kill it `delay` after its first reported visit, and return
 /// every complete line it printed.
-fn run_and_kill(path: &Path, rng: &mut XorShift) -> Round {
+fn run_and_kill(path: &Path, rng: &mut StdRng) -> Round {
     let mut child = Command::new(env!("CARGO_BIN_EXE_visit_writer"))
         .arg(path)
         .stdin(Stdio::null())
@@ -115,7 +100,7 @@ fn run_and_kill(path: &Path, rng: &mut XorShift) -> Round {
             }
         }
     }
-    let delay_ms = rng.between(MIN_DELAY_MS, MAX_DELAY_MS);
+    let delay_ms = rng.random_range(MIN_DELAY_MS..=MAX_DELAY_MS);
     std::thread::sleep(Duration::from_millis(delay_ms));
     child.kill().expect("SIGKILL visit_writer");
     let status = child.wait().expect("reap visit_writer");
@@ -154,7 +139,7 @@ fn every_reported_visit_survives_sigkill() {
     }) | 1;
     let rounds = env_u64("DOORSTEP_CRASH_ROUNDS").map(|n| n as usize).unwrap_or(DEFAULT_ROUNDS).max(1);
     eprintln!("crash safety: seed {seed} (DOORSTEP_CRASH_SEED), {rounds} rounds");
-    let mut rng = XorShift(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("writer.sqlite3");
