@@ -265,7 +265,13 @@ impl Documents<'_> {
     fn merge(&mut self, tx: &impl WriteTx, household_id: &str, change: &Change, device: Option<&str>, scope: Scope) -> Result<()> {
         let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
         let before = doc.heads();
-        doc.apply(vec![change.clone()])?;
+        merge::contained(change, || doc.apply(vec![change.clone()])).map_err(|what| {
+            ServerError::Internal(format!(
+                "合并变更 {} 时服务器内部出错 / the server failed inside while merging change {} ({what})",
+                change.hash(),
+                change.hash()
+            ))
+        })??;
         let increment = doc.save_after(&before);
         let view = doc.view(&scope)?;
         tx.save_document(doc, &increment, &view)?;

@@ -419,6 +419,25 @@ pub fn may_push(member: &Member, in_scope: &HashSet<String>, held: &HashSet<Stri
     member.role == Role::Admin || in_scope.contains(household_id) || held.contains(household_id)
 }
 
+/// Run `f`, the merging of `change`, turning a panic (a bug in Automerge or here, set off
+/// by this change) into its message: one change must not stop the writer thread.
+pub(crate) fn contained<T>(change: &Change, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(test)]
+        tests::fault(change);
+        f()
+    }))
+    .map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(change = %change.hash(), "merging a change panicked: {what}");
+        what
+    })
+}
+
 /// Changes to one household being checked and merged together: a working copy of its
 /// document, saved once by `close`.
 struct Merging {
@@ -440,22 +459,14 @@ impl Merging {
     /// in Automerge or here, set off by this change) holds the change like a failed check
     /// instead of stopping the writer: the other changes go on, an admin sees the reason.
     fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            #[cfg(test)]
-            tests::fault(change);
+        let checked = contained(change, || {
             let mut trial = self.doc.clone();
             if let Err(e) = trial.apply(vec![change.clone()]) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
             check_change(&trial, change, member).map(|scope| (trial, scope))
-        }));
-        let checked = attempt.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(household = %self.doc.id(), change = %change.hash(), "merging a change panicked: {what}");
+        })
+        .unwrap_or_else(|what| {
             Err(format!(
                 "合并该变更时服务器内部出错，已暂存待管理员处理 / the server failed inside while merging this change \
                  ({what}); it is held for an admin"
@@ -613,6 +624,13 @@ mod tests {
             HouseholdDocument::load(id, &d.chunks[0], &ActorId::random()).unwrap().visits().unwrap().len()
         };
         assert_eq!((visits_on(&mut engine, &h1), visits_on(&mut engine, &h2)), (0, 7));
+
+        // Releasing it while the fault is still there fails with a readable error and
+        // changes nothing; the engine goes on.
+        let refused = engine.release("admin", &poisoned.to_string()).unwrap_err().to_string();
+        assert!(refused.contains("failed inside"), "{refused}");
+        assert_eq!(admin::quarantined(&mut engine, Some(QuarantineStatus::Held)).unwrap().len(), 2);
+        assert_eq!(visits_on(&mut engine, &h1), 0);
 
         // Once the fault is gone (a fixed server), the admin releases the change: it and
         // the one held after it merge.
