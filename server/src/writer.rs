@@ -23,6 +23,19 @@ enum Command {
     Run(Work),
 }
 
+/// What a request gets when its work panicked on the writer thread. The panic is caught
+/// so that the writer goes on serving; the work's open transaction rolled back while
+/// unwinding, and every request is safe to retry.
+const FAILED_INSIDE: &str =
+    "服务器处理该请求时内部出错，请重试 / the server failed inside while handling this request; retry it";
+
+/// Run `f` on the writer thread, catching a panic (logged) so that the thread goes on.
+fn survive<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| tracing::error!("{what} panicked; its transaction rolled back, the writer goes on"))
+        .ok()
+}
+
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -53,12 +66,22 @@ impl Writer {
                         }
                     }
                     if !jobs.is_empty() {
-                        for (reply, result) in replies.into_iter().zip(engine.sync_batch(jobs)) {
-                            let _ = reply.send(result);
+                        match survive("a sync batch", || engine.sync_batch(jobs)) {
+                            Some(results) => {
+                                for (reply, result) in replies.into_iter().zip(results) {
+                                    let _ = reply.send(result);
+                                }
+                            }
+                            None => {
+                                for reply in replies {
+                                    let _ = reply.send(Err(ServerError::Internal(FAILED_INSIDE.into())));
+                                }
+                            }
                         }
                     }
                     for work in later {
-                        work(&mut engine);
+                        // A panicking work drops its reply: `run` answers FAILED_INSIDE.
+                        survive("work on the writer", || work(&mut engine));
                     }
                 }
             })
@@ -82,6 +105,29 @@ impl Writer {
             let _ = reply.send(f(engine));
         });
         self.tx.send(Command::Run(work)).map_err(|_| ServerError::Internal("writer stopped".into()))?;
-        answer.await.map_err(|_| ServerError::Internal("writer stopped".into()))?
+        answer.await.map_err(|_| ServerError::Internal(FAILED_INSIDE.into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin;
+    use crate::auth::hash_secret;
+    use doorstep_core::sync::protocol::SyncRequest;
+
+    #[tokio::test]
+    async fn a_panic_on_the_writer_fails_that_request_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::start(Engine::new(SqliteStore::open(dir.path()).unwrap()));
+        let failed = writer.run(|_| -> Result<()> { panic!("test fault") }).await.unwrap_err();
+        assert!(failed.to_string().contains("failed inside"), "{failed}");
+
+        // The same writer goes on: an admin is created and syncs.
+        let admin = writer.run(|engine| admin::create_admin(engine, "admin", "管理员")).await.unwrap();
+        let request = SyncRequest::new(None, vec![]);
+        let job = SyncJob { token_hash: hash_secret(&admin.token), request, changes: vec![] };
+        let answer = writer.sync(job).await.unwrap();
+        assert!(answer.acks.is_empty() && !answer.more);
     }
 }
