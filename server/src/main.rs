@@ -10,6 +10,9 @@ use doorstep_server::store::sqlite::SqliteStore;
 use doorstep_server::store::QuarantineStatus;
 use doorstep_server::{admin, serve};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "doorstep-server", version, about = "Doorstep sync server / 户联系同步服务器")]
 struct Cli {
