@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::{ActorId, Change};
+use rayon::prelude::*;
 use doorstep_core::document::{HouseholdDocument, Scope, View};
 use doorstep_core::sync::protocol::{Ack, Outcome};
 
@@ -28,9 +29,6 @@ use crate::validate::check_change;
 
 /// Below this many pushed changes in a batch, merging stays on the writer thread.
 const PARALLEL_FROM: usize = 8;
-
-/// Threads merging at most.
-const MAX_THREADS: usize = 8;
 
 /// The requests of a batch, as far as pushing goes.
 pub struct Pusher<'a> {
@@ -226,30 +224,14 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
     Ok(Merged { doc, stored, verdicts })
 }
 
-/// `merge_group` for every group, on several threads when the batch is big enough.
+/// `merge_group` for every group, on rayon's threads (one per core, kept between batches)
+/// when the batch is big enough; results in the groups' order.
 fn merge_groups(groups: Vec<Group<'_, '_>>, actor: &ActorId) -> Vec<Result<Merged>> {
     let changes: usize = groups.iter().map(|(_, _, items)| items.len()).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(groups.len());
-    if threads < 2 || changes < PARALLEL_FROM {
+    if groups.len() < 2 || changes < PARALLEL_FROM {
         return groups.into_iter().map(|(h, held, items)| merge_group(h, held, items, actor)).collect();
     }
-    let mut shares: Vec<Vec<(usize, Group<'_, '_>)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, group) in groups.into_iter().enumerate() {
-        shares[i % threads].push((i, group));
-    }
-    let mut results: Vec<(usize, Result<Merged>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                s.spawn(move || {
-                    share.into_iter().map(|(i, (h, held, items))| (i, merge_group(h, held, items, actor))).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    groups.into_par_iter().map(|(h, held, items)| merge_group(h, held, items, actor)).collect()
 }
 
 /// Check and merge the pushed changes of a batch's requests, or quarantine them; never
