@@ -266,10 +266,9 @@ impl Documents<'_> {
         let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
         let before = doc.heads();
         merge::contained(change, || doc.apply(vec![change.clone()])).map_err(|what| {
+            let hash = change.hash();
             ServerError::Internal(format!(
-                "合并变更 {} 时服务器内部出错 / the server failed inside while merging change {} ({what})",
-                change.hash(),
-                change.hash()
+                "合并变更 {hash} 时服务器内部出错 / the server failed inside while merging change {hash} ({what})"
             ))
         })??;
         let increment = doc.save_after(&before);

@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::{ActorId, Change};
-use rayon::prelude::*;
 use doorstep_core::document::{HouseholdDocument, Scope, View};
 use doorstep_core::sync::protocol::{Ack, Outcome};
+use rayon::prelude::*;
 
 use crate::engine::{now_ms, recheck_dependents, Documents, Held};
 use crate::error::Result;
@@ -197,7 +197,7 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
                     let reason = match (p.precheck(&merged, &refused), &mut merging) {
                         (Some(reason), _) => Some(reason),
                         (None, None) => Some(no_household(p.household_id)),
-                        (None, Some(m)) => m.try_merge(p.change, p.member)?,
+                        (None, Some(m)) => m.try_merge(p.change, p.member),
                     };
                     match reason {
                         None => {
@@ -340,10 +340,10 @@ fn repushed_quarantined(
         // a phone that may not make it is held until its author's phone pushes it.
         QuarantineStatus::Held if q.household_id == p.household_id => match check_push(tx, docs, p)? {
             None => {
-                tx.append_change(p.household_id, hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
+                let logged = record(tx, p, None)?;
                 tx.set_quarantine_status(hash, QuarantineStatus::Released, &p.member.id, now_ms())?;
                 recheck_dependents(tx, docs, hash, &p.member.id)?;
-                Outcome::Accepted
+                logged
             }
             Some(_) => Outcome::Quarantined { reason: q.reason.clone() },
         },
@@ -440,7 +440,7 @@ impl Merging {
     /// leave the copy as it was and say why. A panic while merging or checking it (a bug
     /// in Automerge or here, set off by this change) holds the change like a failed check
     /// instead of stopping the writer: the other changes go on, an admin sees the reason.
-    fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
+    fn try_merge(&mut self, change: &Change, member: &Member) -> Option<String> {
         let checked = contained(change, || {
             let mut trial = self.doc.clone();
             if let Err(e) = trial.apply(vec![change.clone()]) {
@@ -462,9 +462,9 @@ impl Merging {
                     Some(touched) => touched.extend(scope),
                     None => self.touched = Some(scope),
                 }
-                Ok(None)
+                None
             }
-            Err(reason) => Ok(Some(reason)),
+            Err(reason) => Some(reason),
         }
     }
 
