@@ -4,7 +4,7 @@
 //! is checked against the pushing member's role, and every record it touched is read back
 //! against the schema. A change that fails is quarantined with the reason returned here.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use automerge::Change;
 use doorstep_core::document::{check_date, HouseholdDocument, Scope};
@@ -19,8 +19,9 @@ const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "communit
 pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -> Result<Scope, String> {
     let is_member = member.role == Role::Member;
     let mut household = false;
-    let mut visits = BTreeSet::new();
-    let mut issues = BTreeSet::new();
+    // Record id -> whether the change wrote its `recorded` / `raised` stamp.
+    let mut visits: BTreeMap<String, bool> = BTreeMap::new();
+    let mut issues: BTreeMap<String, bool> = BTreeMap::new();
     for path in doc.paths_written_by(change) {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         match p.as_slice() {
@@ -32,18 +33,8 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
                 }
                 household = true;
             }
-            ["visits", id, rest @ ..] => {
-                if is_member && rest.first() == Some(&"recorded") && !doc.created_by(&["visits", id], change) {
-                    return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
-                }
-                visits.insert(id.to_string());
-            }
-            ["issues", id, rest @ ..] => {
-                if is_member && rest.first() == Some(&"raised") && !doc.created_by(&["issues", id], change) {
-                    return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
-                }
-                issues.insert(id.to_string());
-            }
+            ["visits", id, rest @ ..] => *visits.entry(id.to_string()).or_default() |= rest.first() == Some(&"recorded"),
+            ["issues", id, rest @ ..] => *issues.entry(id.to_string()).or_default() |= rest.first() == Some(&"raised"),
             [] | ["household"] | ["visits"] | ["issues"] | ["schema_version"] | ["?", ..] if is_member => {
                 return Err("党员不能创建或替换住户文档 / members cannot create or replace a household document".into());
             }
@@ -53,10 +44,14 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
     if household {
         doc.household().map_err(|e| format!("住户资料不符合格式 / the household does not fit the schema: {e}"))?;
     }
-    for id in &visits {
+    for (id, stamp_written) in &visits {
+        // Looked up once per record: whether this change created it.
+        let created = is_member && doc.created_by(&["visits", id], change);
+        if is_member && *stamp_written && !created {
+            return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
+        }
         let visit = doc.visit(id).map_err(|e| format!("走访记录不符合格式 / visit {id} does not fit the schema: {e}"))?;
         if is_member {
-            let created = doc.created_by(&["visits", id], change);
             let own = visit.recorded.member_id == member.id;
             if created && !own {
                 return Err(format!("走访记录必须以本人名义记录 / visit {id} must be recorded under your own id"));
@@ -74,7 +69,10 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
             check_date("follow_up_on", d).map_err(|e| e.to_string())?;
         }
     }
-    for id in &issues {
+    for (id, stamp_written) in &issues {
+        if is_member && *stamp_written && !doc.created_by(&["issues", id], change) {
+            return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
+        }
         let issue = doc.issue(id).map_err(|e| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}"))?;
         if issue.title.trim().is_empty() {
             return Err(format!("问题标题为空 / issue {id} has an empty title"));
@@ -95,5 +93,5 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
     if visits.is_empty() && issues.is_empty() && !household {
         return Ok(Scope::Everything);
     }
-    Ok(Scope::Records { household, visits, issues })
+    Ok(Scope::Records { household, visits: visits.into_keys().collect(), issues: issues.into_keys().collect() })
 }
