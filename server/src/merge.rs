@@ -1,14 +1,16 @@
 //! Checking and merging pushed changes, household by household.
 //!
 //! A batch's pushed changes are grouped by household. The changes of one household are
-//! checked in order against one working copy of its document (scope, dependencies, then
-//! role and schema through [`crate::validate`]), and the copy is saved once: one
+//! merged in order into one working copy of its document and checked there (scope,
+//! dependencies, then role and schema through [`crate::validate`]); a change that fails
+//! is taken back out (the copy is rebuilt without it). The copy is saved once: one
 //! increment, one projection update. Households do not depend on each other, so their
 //! groups are merged on several threads; the SQLite reads before and the writes after
 //! stay on the writer thread.
 //!
 //! A panic while merging one change (a bug set off by it) is caught there: the change is
-//! held like one that failed its check, and the writer goes on.
+//! held like one that failed its check, and the writer goes on. Should the copy then not
+//! be rebuilt either, the group fails, and its batch is retried one request at a time.
 //!
 //! A change the server already holds in quarantine is checked again on its own, after
 //! the groups (releasing it may release changes held because of it); so are the changes
@@ -22,7 +24,7 @@ use doorstep_core::sync::protocol::{Ack, Outcome};
 use rayon::prelude::*;
 
 use crate::engine::{now_ms, recheck_dependents, Documents, Held};
-use crate::error::Result;
+use crate::error::{Result, ServerError};
 use crate::org::{Member, Role};
 use crate::store::{QuarantineStatus, QuarantinedChange, WriteTx};
 use crate::validate::check_change;
@@ -197,7 +199,7 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
                     let reason = match (p.precheck(&merged, &refused), &mut merging) {
                         (Some(reason), _) => Some(reason),
                         (None, None) => Some(no_household(p.household_id)),
-                        (None, Some(m)) => m.try_merge(p.change, p.member),
+                        (None, Some(m)) => m.try_merge(p.change, p.member)?,
                     };
                     match reason {
                         None => {
@@ -404,12 +406,16 @@ pub fn may_push(member: &Member, in_scope: &HashSet<String>, held: &HashSet<Stri
 /// Run `f`, the merging of `change`, turning a panic (a bug in Automerge or here, set off
 /// by this change) into its message: one change must not stop the writer thread.
 pub(crate) fn contained<T>(change: &Change, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    caught(change, || {
         #[cfg(test)]
         tests::fault(change);
         f()
-    }))
-    .map_err(|panic| {
+    })
+}
+
+/// `contained` without the tests' fault hook: for taking a failed change back out.
+fn caught<T>(change: &Change, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -437,16 +443,17 @@ impl Merging {
     }
 
     /// Merge `change` into the working copy if the result passes the check; otherwise
-    /// leave the copy as it was and say why. A panic while merging or checking it (a bug
-    /// in Automerge or here, set off by this change) holds the change like a failed check
+    /// take it back out and say why. A panic while merging or checking it (a bug in
+    /// Automerge or here, set off by this change) holds the change like a failed check
     /// instead of stopping the writer: the other changes go on, an admin sees the reason.
-    fn try_merge(&mut self, change: &Change, member: &Member) -> Option<String> {
+    /// An error only if the copy cannot be taken back to where it was.
+    fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
+        let before = self.doc.heads();
         let checked = contained(change, || {
-            let mut trial = self.doc.clone();
-            if let Err(e) = trial.apply(vec![change.clone()]) {
+            if let Err(e) = self.doc.apply(vec![change.clone()]) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
-            check_change(&trial, change, member).map(|scope| (trial, scope))
+            check_change(&self.doc, change, member)
         })
         .unwrap_or_else(|what| {
             Err(format!(
@@ -455,16 +462,22 @@ impl Merging {
             ))
         });
         match checked {
-            Ok((trial, scope)) => {
-                self.doc = trial;
+            Ok(scope) => {
                 self.increment.extend_from_slice(change.raw_bytes());
                 match &mut self.touched {
                     Some(touched) => touched.extend(scope),
                     None => self.touched = Some(scope),
                 }
-                None
+                Ok(None)
             }
-            Err(reason) => Some(reason),
+            Err(reason) => {
+                // Rare (a refused change), so the copy is rebuilt then rather than cloned
+                // before every change. If even that fails, the group fails: its batch is
+                // retried request by request, and only this change's request gets an error.
+                caught(change, || self.doc.rewind(&before))
+                    .map_err(|what| ServerError::Internal(format!("household {}: {what}", self.doc.id())))??;
+                Ok(Some(reason))
+            }
         }
     }
 

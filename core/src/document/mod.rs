@@ -136,7 +136,9 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct HouseholdDocument {
     id: String,
-    doc: AutoCommit,
+    /// Boxed: an `AutoCommit` is over 4 KB by value, and documents are moved through
+    /// caches, maps and threads far more often than they are cloned.
+    doc: Box<AutoCommit>,
 }
 
 impl HouseholdDocument {
@@ -187,7 +189,7 @@ impl HouseholdDocument {
             archived: false,
             created: stamp(author, now_ms),
         };
-        let mut this = HouseholdDocument { id: id.clone(), doc: AutoCommit::new().with_actor(actor.clone()) };
+        let mut this = HouseholdDocument { id: id.clone(), doc: Box::new(AutoCommit::new().with_actor(actor.clone())) };
         this.change(author, now_ms, format!("create_household {RECORD}"), |doc| {
             doc.put(ROOT, "schema_version", SCHEMA_VERSION)?;
             Self::insert_record(doc, &ROOT, "household", &household)?;
@@ -203,12 +205,12 @@ impl HouseholdDocument {
     pub fn load(id: &str, bytes: &[u8], actor: &ActorId) -> Result<HouseholdDocument> {
         let options = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Error);
         let doc = AutoCommit::load_with_options(bytes, options).map_err(|e| corrupt(id, e))?;
-        Ok(HouseholdDocument { id: id.to_string(), doc: doc.with_actor(actor.clone()) })
+        Ok(HouseholdDocument { id: id.to_string(), doc: Box::new(doc.with_actor(actor.clone())) })
     }
 
     /// An empty document for a household first heard of from a peer.
     pub fn empty(id: &str, actor: &ActorId) -> HouseholdDocument {
-        HouseholdDocument { id: id.to_string(), doc: AutoCommit::new().with_actor(actor.clone()) }
+        HouseholdDocument { id: id.to_string(), doc: Box::new(AutoCommit::new().with_actor(actor.clone())) }
     }
 
     pub fn id(&self) -> &str {
@@ -217,6 +219,17 @@ impl HouseholdDocument {
 
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         self.doc.get_heads()
+    }
+
+    /// Take back every change applied since `heads`: the document as it was then, with
+    /// the same id and actor (the server undoes a change that failed its check this way,
+    /// instead of checking each change on a copy).
+    pub fn rewind(&mut self, heads: &[ChangeHash]) -> Result<()> {
+        let actor = self.doc.get_actor().clone();
+        let mut doc = self.doc.fork_at(heads).map_err(|e| corrupt(&self.id, e))?.with_actor(actor);
+        doc.reset_diff_cursor();
+        *self.doc = doc;
+        Ok(())
     }
 
     /// The whole document, compacted.
