@@ -810,3 +810,49 @@ impl HouseholdDocument {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewinding_takes_back_the_changes_applied_since_and_keeps_the_actor() {
+        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
+        let new =
+            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
+        let mut phone = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let server_actor = ActorId::random();
+        let saved = phone.save();
+        let mut server = HouseholdDocument::load(phone.id(), &saved, &server_actor).unwrap();
+        let before = server.heads();
+        let visit = NewVisit {
+            household_id: phone.id().into(),
+            visitors: vec![],
+            started_at_ms: 2_000,
+            ended_at_ms: None,
+            mode: VisitMode::InPerson,
+            people_met: vec!["母亲".into()],
+            topics: vec![],
+            notes: "家访".into(),
+            follow_up_on: None,
+            location: None,
+        };
+        phone.record_visit(&author, 2_000, &visit).unwrap();
+        let change = phone.changes_since(&before);
+        assert_eq!(server.apply(change.clone()).unwrap().applied, 1);
+        assert_eq!(server.visits().unwrap().len(), 1);
+
+        server.rewind(&before).unwrap();
+        assert_eq!(server.heads(), before);
+        assert!(server.visits().unwrap().is_empty());
+        assert_eq!(server.household().unwrap().family_name, "王");
+        // The change can come again later, and the server's own edits keep its actor.
+        assert_eq!(server.apply(change).unwrap().applied, 1);
+        let heads = server.heads();
+        let rename = HouseholdUpdate { family_name: Some("汪".into()), ..Default::default() };
+        server.update_household(&author, 3_000, &rename).unwrap();
+        let edits = server.changes_since(&heads);
+        assert_eq!(edits.len(), 1);
+        assert_eq!(edits[0].actor_id(), &server_actor);
+    }
+}
