@@ -5,8 +5,8 @@
 //! dependencies, then role and schema through [`crate::validate`]); a change that fails
 //! is taken back out (the copy is rebuilt without it). The copy is saved once: one
 //! increment, one projection update. Households do not depend on each other, so their
-//! groups are merged on several threads; the SQLite reads before and the writes after
-//! stay on the writer thread.
+//! groups are merged on several threads. The SQLite reads before and the writes stay on
+//! the writer thread, which stores each group as soon as it is merged.
 //!
 //! A panic while merging one change (a bug set off by it) is caught there: the change is
 //! held like one that failed its check, and the writer goes on. Should the copy then not
@@ -227,13 +227,34 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
 }
 
 /// `merge_group` for every group, on rayon's threads (one per core, kept between batches)
-/// when the batch is big enough; results in the groups' order.
-fn merge_groups(groups: Vec<Group<'_, '_>>, actor: &ActorId) -> Vec<Result<Merged>> {
+/// when the batch is big enough, handing each result with its group's index to `store`
+/// on the calling thread as soon as it is ready: the writer stores one group while the
+/// others are still merging. The first error from `store` is returned (the groups still
+/// merging finish unheard).
+fn merge_groups(
+    groups: Vec<Group<'_, '_>>,
+    actor: &ActorId,
+    mut store: impl FnMut(usize, Result<Merged>) -> Result<()>,
+) -> Result<()> {
     let changes: usize = groups.iter().map(|(_, _, items)| items.len()).sum();
     if groups.len() < 2 || changes < PARALLEL_FROM {
-        return groups.into_iter().map(|(h, held, items)| merge_group(h, held, items, actor)).collect();
+        for (i, (h, held, items)) in groups.into_iter().enumerate() {
+            store(i, merge_group(h, held, items, actor))?;
+        }
+        return Ok(());
     }
-    groups.into_par_iter().map(|(h, held, items)| merge_group(h, held, items, actor)).collect()
+    let (sender, merged) = std::sync::mpsc::channel();
+    std::thread::scope(move |scope| {
+        scope.spawn(move || {
+            groups.into_par_iter().enumerate().for_each_with(sender, |sender, (i, (h, held, items))| {
+                // Fails only once the writer stopped listening (an error): nothing to do.
+                let _ = sender.send((i, merge_group(h, held, items, actor)));
+            })
+        });
+        let stored = merged.iter().try_for_each(|(i, result)| store(i, result));
+        drop(merged);
+        stored
+    })
 }
 
 /// Check and merge the pushed changes of a batch's requests, or quarantine them; never
@@ -248,15 +269,16 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
             groups.entry(household_id.as_str()).or_default().push(p);
         }
     }
+    let groups: Vec<(&str, Vec<Pushed<'_>>)> = groups.into_iter().collect();
     let mut work = Vec::with_capacity(groups.len());
     for (household_id, items) in &groups {
         work.push((*household_id, docs.take(tx, household_id)?, items.as_slice()));
     }
-    let results = merge_groups(work, docs.actor());
-
     let mut acks: Vec<Vec<Option<Ack>>> = pushers.iter().map(|p| vec![None; p.changes.len()]).collect();
     let mut later = Vec::new();
-    for ((household_id, items), result) in groups.iter().zip(results) {
+    let actor = docs.actor().clone();
+    merge_groups(work, &actor, |g, result| {
+        let (household_id, items) = &groups[g];
         let Merged { doc, stored, verdicts } = result?;
         save_merged(tx, docs, household_id, doc, stored)?;
         for (p, verdict) in items.iter().zip(verdicts) {
@@ -271,7 +293,8 @@ pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher
             };
             acks[p.request][p.index] = Some(Ack { hash: p.change.hash().0, outcome });
         }
-    }
+        Ok(())
+    })?;
     later.sort();
     for (r, i) in later {
         let pusher = &pushers[r];
