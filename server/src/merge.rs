@@ -497,7 +497,11 @@ impl Merging {
                 // Rare (a refused change), so the copy is rebuilt then rather than cloned
                 // before every change. If even that fails, the group fails: its batch is
                 // retried request by request, and only this change's request gets an error.
-                caught(change, || self.doc.rewind(&before))
+                caught(change, || {
+                    #[cfg(test)]
+                    tests::rewind_fault(change);
+                    self.doc.rewind(&before)
+                })
                     .map_err(|what| ServerError::Internal(format!("household {}: {what}", self.doc.id())))??;
                 Ok(Some(reason))
             }
@@ -517,7 +521,8 @@ impl Merging {
 mod tests {
     //! A panic while merging one change (set off here by a test fault, standing for a bug
     //! in Automerge) holds that change and its dependents; the rest of the batch merges
-    //! and the engine goes on serving.
+    //! and the engine goes on serving. Should the working copy then not be rebuilt either,
+    //! only that change's request fails, and nothing of it is kept.
 
     use std::sync::Mutex;
 
@@ -536,11 +541,30 @@ mod tests {
     /// Changes whose merge panics.
     static PANIC_ON: Mutex<Vec<ChangeHash>> = Mutex::new(Vec::new());
 
+    /// The tests here share the fault lists: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// Changes after whose refusal the working copy cannot be rebuilt.
+    static REWIND_PANIC_ON: Mutex<Vec<ChangeHash>> = Mutex::new(Vec::new());
+
     pub(super) fn fault(change: &Change) {
         let hit = PANIC_ON.lock().unwrap().contains(&change.hash());
         if hit {
             panic!("test fault on change {}", change.hash());
         }
+    }
+
+    pub(super) fn rewind_fault(change: &Change) {
+        let hit = REWIND_PANIC_ON.lock().unwrap().contains(&change.hash());
+        if hit {
+            panic!("test fault rebuilding the copy after change {}", change.hash());
+        }
+    }
+
+    fn job(token: &str, position: Option<Position>, changes: Vec<(String, Change)>) -> SyncJob {
+        let pushed = changes.iter().map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().into() });
+        let request = SyncRequest::new(position, pushed.collect());
+        SyncJob { token_hash: hash_secret(token), request, changes }
     }
 
     fn sync(
@@ -549,10 +573,7 @@ mod tests {
         position: Option<Position>,
         changes: Vec<(String, Change)>,
     ) -> SyncResponse {
-        let pushed = changes.iter().map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().into() });
-        let request = SyncRequest::new(position, pushed.collect());
-        let job = SyncJob { token_hash: hash_secret(token), request, changes };
-        let mut responses = engine.sync_batch(vec![job]);
+        let mut responses = engine.sync_batch(vec![job(token, position, changes)]);
         assert_eq!(responses.len(), 1);
         responses.pop().unwrap().expect("the sync is answered")
     }
@@ -574,6 +595,7 @@ mod tests {
 
     #[test]
     fn a_panic_while_merging_a_change_holds_it_and_the_engine_goes_on() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
         let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
@@ -656,5 +678,71 @@ mod tests {
         engine.release("admin", &poisoned.to_string()).unwrap();
         assert!(admin::quarantined(&mut engine, Some(QuarantineStatus::Held)).unwrap().is_empty());
         assert_eq!(visits_on(&mut engine, &h1), 2);
+    }
+    #[test]
+    fn a_copy_that_cannot_be_rebuilt_fails_only_its_own_request() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
+        admin::create_admin(&mut engine, "admin", "管理员").unwrap();
+        admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
+        admin::add_community(&mut engine, &Community { id: "c1".into(), name: "一社区".into() }).unwrap();
+        let mut phones = Vec::new();
+        for m in ["m1", "m2"] {
+            let member = Member {
+                id: m.into(),
+                name: m.into(),
+                role: Role::Member,
+                branch_id: Some("b1".into()),
+                scope_branches: vec![],
+                scope_communities: vec![],
+            };
+            admin::add_member(&mut engine, &member).unwrap();
+            let new = NewHousehold {
+                family_name: "王".into(),
+                community_id: "c1".into(),
+                branch_id: "b1".into(),
+                assigned_members: vec![m.into()],
+                ..Default::default()
+            };
+            let household = admin::create_household(&mut engine, "admin", &new).unwrap();
+            let enrolment = admin::enrol_device(&mut engine, m, "phone").unwrap();
+            let device = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
+            let first = sync(&mut engine, &device.token, None, vec![]);
+            let mut doc = HouseholdDocument::load(&household, &first.data[0].chunks[0], &ActorId::random()).unwrap();
+            let before = doc.heads();
+            let author = Author { member_id: m.into(), device_id: device.device_id.clone() };
+            doc.record_visit(&author, 5_000_000, &visit(&household, 5_000_000)).unwrap();
+            let changes: Vec<(String, Change)> =
+                doc.changes_since(&before).into_iter().map(|c| (household.clone(), c)).collect();
+            phones.push((device.token, first.position, changes));
+        }
+        let push = |(token, position, changes): &(String, Position, Vec<(String, Change)>)| {
+            job(token, Some(position.clone()), changes.clone())
+        };
+        // m1's change is refused (a fault while merging it), and its household's copy then
+        // cannot be rebuilt: that group fails, so the batch is retried request by request.
+        let refused = phones[0].2[0].1.hash();
+        PANIC_ON.lock().unwrap().push(refused);
+        REWIND_PANIC_ON.lock().unwrap().push(refused);
+        let mut answers = engine.sync_batch(vec![push(&phones[0]), push(&phones[1])]);
+        PANIC_ON.lock().unwrap().clear();
+        REWIND_PANIC_ON.lock().unwrap().clear();
+        let second = answers.pop().unwrap().expect("m2's request is answered");
+        assert_eq!(second.acks.len(), 1);
+        assert_eq!(second.acks[0].outcome, Outcome::Accepted);
+        let failed = answers.pop().unwrap().expect_err("m1's request fails");
+        assert!(failed.to_string().contains("rebuilding the copy"), "{failed}");
+        // Nothing of it was kept: sent again (the phone keeps what was not acknowledged),
+        // it merges, once.
+        let again = sync(&mut engine, &phones[0].0, Some(phones[0].1.clone()), phones[0].2.clone());
+        assert_eq!(again.acks.len(), 1);
+        assert_eq!(again.acks[0].outcome, Outcome::Accepted);
+        assert!(admin::quarantined(&mut engine, None).unwrap().is_empty());
+        let household = &phones[0].2[0].0;
+        let all = sync(&mut engine, &phones[0].0, None, vec![]);
+        let d = all.data.iter().find(|d| &d.household_id == household).unwrap();
+        let doc = HouseholdDocument::load(household, &d.chunks[0], &ActorId::random()).unwrap();
+        assert_eq!(doc.visits().unwrap().len(), 1);
     }
 }
