@@ -458,11 +458,15 @@ struct Merging {
     increment: Vec<u8>,
     /// The records the merged changes touched; `None` while nothing was merged.
     touched: Option<Scope>,
+    /// Their projection, as the checks read it, while each merged change touched other
+    /// records (so what an earlier one read is still current); otherwise `None`, and
+    /// `close` reads it.
+    view: Option<View>,
 }
 
 impl Merging {
     fn new(doc: HouseholdDocument) -> Merging {
-        Merging { doc, increment: Vec::new(), touched: None }
+        Merging { doc, increment: Vec::new(), touched: None, view: None }
     }
 
     /// Merge `change` into the working copy if the result passes the check; otherwise
@@ -476,7 +480,7 @@ impl Merging {
             if let Err(e) = self.doc.apply(vec![change.clone()]) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
-            check_change(&self.doc, change, member)
+            check_change(&mut self.doc, change, member)
         })
         .unwrap_or_else(|what| {
             Err(format!(
@@ -485,11 +489,20 @@ impl Merging {
             ))
         });
         match checked {
-            Ok(scope) => {
+            Ok((scope, view)) => {
                 self.increment.extend_from_slice(change.raw_bytes());
                 match &mut self.touched {
-                    Some(touched) => touched.extend(scope),
-                    None => self.touched = Some(scope),
+                    Some(touched) => {
+                        self.view = match (self.view.take(), view) {
+                            (Some(mut read), Some(view)) if !touched.overlaps(&scope) => {
+                                read.absorb(view);
+                                Some(read)
+                            }
+                            _ => None,
+                        };
+                        touched.extend(scope);
+                    }
+                    None => (self.touched, self.view) = (Some(scope), view),
                 }
                 Ok(None)
             }
@@ -512,7 +525,10 @@ impl Merging {
     /// projection rows of the touched records.
     fn close(mut self) -> Result<(HouseholdDocument, Option<ToStore>)> {
         let Some(touched) = self.touched else { return Ok((self.doc, None)) };
-        let view = self.doc.view(&touched)?;
+        let view = match self.view {
+            Some(view) => view,
+            None => self.doc.view(&touched)?,
+        };
         Ok((self.doc, Some((self.increment, view))))
     }
 }

@@ -1,13 +1,14 @@
 //! Checking a pushed change before it is merged.
 //!
-//! The change is applied to a copy of the household's document; then every path it wrote
-//! is checked against the pushing member's role, and every record it touched is read back
-//! against the schema. A change that fails is quarantined with the reason returned here.
+//! The change is applied to the household's working copy; then every path it wrote is
+//! checked against the pushing member's role, and every record it touched is read back
+//! (as the projection will store it) and checked against the schema. A change that fails
+//! is quarantined with the reason returned here.
 
 use std::collections::BTreeMap;
 
 use automerge::Change;
-use doorstep_core::document::{check_date, HouseholdDocument, Scope};
+use doorstep_core::document::{check_date, HouseholdDocument, Scope, View};
 use doorstep_core::IssueStatus;
 
 use crate::org::{Member, Role};
@@ -15,8 +16,14 @@ use crate::org::{Member, Role};
 /// Fields only coordinators and admins may change.
 const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "community_id", "archived"];
 
-/// Check `change`, already applied to `doc` (a copy). On success, the records it touched.
-pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -> Result<Scope, String> {
+/// Check `change`, already applied to `doc`. On success, the records it touched and,
+/// unless that is the whole document, their projection: each record is read once, for
+/// the checks and for the store.
+pub fn check_change(
+    doc: &mut HouseholdDocument,
+    change: &Change,
+    member: &Member,
+) -> Result<(Scope, Option<View>), String> {
     let is_member = member.role == Role::Member;
     let mut household = false;
     // Record id -> whether the change wrote its `recorded` / `raised` stamp.
@@ -41,8 +48,17 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
             _ => {}
         }
     }
+    if visits.is_empty() && issues.is_empty() && !household {
+        return Ok((Scope::Everything, None));
+    }
+    let mut view = View::default();
     if household {
-        doc.household().map_err(|e| format!("住户资料不符合格式 / the household does not fit the schema: {e}"))?;
+        let unfit = |e: &dyn std::fmt::Display| format!("住户资料不符合格式 / the household does not fit the schema: {e}");
+        let read = doc.view(&Scope::household()).map_err(|e| unfit(&e))?;
+        if read.household.is_none() {
+            return Err(unfit(&"it is missing"));
+        }
+        view.absorb(read);
     }
     for (id, stamp_written) in &visits {
         // Looked up once per record: whether this change created it.
@@ -50,7 +66,9 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
         if is_member && *stamp_written && !created {
             return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
         }
-        let visit = doc.visit(id).map_err(|e| format!("走访记录不符合格式 / visit {id} does not fit the schema: {e}"))?;
+        let unfit = |e: &dyn std::fmt::Display| format!("走访记录不符合格式 / visit {id} does not fit the schema: {e}");
+        let read = doc.view(&Scope::visit(id)).map_err(|e| unfit(&e))?;
+        let Some((_, Some(visit))) = read.visits.first() else { return Err(unfit(&"it is missing")) };
         if is_member {
             let own = visit.recorded.member_id == member.id;
             if created && !own {
@@ -68,12 +86,15 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
         if let Some(d) = &visit.follow_up_on {
             check_date("follow_up_on", d).map_err(|e| e.to_string())?;
         }
+        view.absorb(read);
     }
     for (id, stamp_written) in &issues {
         if is_member && *stamp_written && !doc.created_by(&["issues", id], change) {
             return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
         }
-        let issue = doc.issue(id).map_err(|e| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}"))?;
+        let unfit = |e: &dyn std::fmt::Display| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}");
+        let read = doc.view(&Scope::issue(id)).map_err(|e| unfit(&e))?;
+        let Some((_, Some(issue))) = read.issues.first() else { return Err(unfit(&"it is missing")) };
         if issue.title.trim().is_empty() {
             return Err(format!("问题标题为空 / issue {id} has an empty title"));
         }
@@ -89,9 +110,8 @@ pub fn check_change(doc: &HouseholdDocument, change: &Change, member: &Member) -
                 ));
             }
         }
+        view.absorb(read);
     }
-    if visits.is_empty() && issues.is_empty() && !household {
-        return Ok(Scope::Everything);
-    }
-    Ok(Scope::Records { household, visits: visits.into_keys().collect(), issues: issues.into_keys().collect() })
+    let scope = Scope::Records { household, visits: visits.into_keys().collect(), issues: issues.into_keys().collect() };
+    Ok((scope, Some(view)))
 }

@@ -1,16 +1,18 @@
 //! The engine, in process, on real SQLite files: a batch of sync requests merged together
 //! (grouped by household, groups on several threads) ends exactly as the same requests
 //! handled one at a time: the same acknowledgements, the same documents, the same
-//! change log and quarantine. The batch mixes several devices on one household, a
-//! forbidden change with a dependent in the middle of a request, and households of
-//! their own.
+//! change log and quarantine, and projection rows equal to those of each final document
+//! projected whole. The batch mixes several devices on one household, a forbidden
+//! change with a dependent in the middle of a request, and households of their own.
 
 mod support;
 
 use automerge::{ActorId, Change};
-use doorstep_core::document::{Author, HouseholdDocument};
+use std::path::Path;
+
+use doorstep_core::document::{Author, HouseholdDocument, Scope};
 use doorstep_core::sync::protocol::{PushedChange, SyncRequest, SyncResponse};
-use doorstep_core::HouseholdUpdate;
+use doorstep_core::{HouseholdUpdate, VisitUpdate};
 use doorstep_server::admin;
 use doorstep_server::auth::hash_secret;
 use doorstep_server::engine::{Engine, SyncJob};
@@ -67,6 +69,37 @@ fn contents(engine: &mut Engine<SqliteStore>, admin_token: &str) -> (Vec<StoredH
         .collect();
     held.sort();
     (docs, held)
+}
+
+/// Every row of the projection tables, sorted.
+fn projection(file: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(file).unwrap();
+    let mut rows = Vec::new();
+    for table in ["households", "household_members", "visits", "issues", "conflicts"] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = stmt.column_count();
+        let mut query = stmt.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> = (0..columns).map(|i| format!("{:?}", row.get_ref(i).unwrap())).collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The projection rows of the store's documents, each projected whole into a new file.
+fn projected_whole(engine: &mut Engine<SqliteStore>, admin_token: &str, file: &Path) -> Vec<String> {
+    let response = one(engine.sync_batch(vec![job(admin_token, None, vec![])]));
+    let mut store = doorstep_core::store::Store::open(file).unwrap();
+    let tx = store.transaction().unwrap();
+    for d in &response.data {
+        let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+        let view = doc.view(&Scope::Everything).unwrap();
+        tx.save_document(&mut doc, &[], &view).unwrap();
+    }
+    tx.commit().unwrap();
+    projection(file)
 }
 
 fn one(mut responses: Vec<doorstep_server::error::Result<SyncResponse>>) -> SyncResponse {
@@ -131,7 +164,13 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
             let before = doc.heads();
             let id = doc.id().to_string();
             let at = 1_000_000 * (k as i64 + 1);
-            doc.record_visit(author, at, &new_visit(&id, at, &format!("{}的走访", author.member_id))).unwrap();
+            let first_visit =
+                doc.record_visit(author, at, &new_visit(&id, at, &format!("{}的走访", author.member_id))).unwrap();
+            if author.member_id == "m1" {
+                // The same visit twice in one request: its projection is read again at the end.
+                let update = VisitUpdate { notes: Some("补记：家长同意参加家长会".into()), ..Default::default() };
+                doc.update_visit(author, at + 1, &first_visit, &update).unwrap();
+            }
             if author.member_id == "m2" {
                 // A forbidden change in the middle, a dependent after it.
                 doc.update_household(
@@ -177,7 +216,7 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
         .iter()
         .map(|r| r.acks.iter().filter(|a| a.outcome == doorstep_core::sync::protocol::Outcome::Accepted).count())
         .collect();
-    assert_eq!(outcomes, vec![2, 1, 4, 2], "m2's forbidden change and its dependent are held");
+    assert_eq!(outcomes, vec![3, 1, 4, 2], "m2's forbidden change and its dependent are held");
     let (docs_together, held_together) = contents(&mut together, &admin_token);
     let (docs_alone, held_alone) = contents(&mut alone, &admin_token);
     assert_eq!(docs_together, docs_alone, "the same documents");
@@ -187,6 +226,12 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
     let visits_on = |id: &str| docs_together.iter().find(|d| d.0 == id).unwrap().1["visits"].as_object().unwrap().len();
     assert_eq!((visits_on(&shared), visits_on(&h3a), visits_on(&h3b), visits_on(&h4)), (3, 2, 2, 2));
     assert_eq!(docs_together.iter().find(|d| d.0 == shared).unwrap().1["household"]["community_id"], "c1");
+
+    // What the batch wrote record by record is what projecting each document whole gives.
+    let whole = projected_whole(&mut together, &admin_token, &dir.path().join("whole.sqlite3"));
+    assert!(whole.iter().filter(|row| row.starts_with("visits:")).count() >= 9, "{whole:#?}");
+    assert_eq!(projection(&together_dir.join("doorstep.sqlite3")), whole);
+    assert_eq!(projection(&alone_dir.join("doorstep.sqlite3")), whole);
 
     // After a restart (documents loaded from the files, not memory) nothing differs.
     drop((together, alone));

@@ -40,6 +40,22 @@ pub struct View {
     pub conflict_prefixes: Vec<String>,
 }
 
+impl View {
+    /// Add `other`, a view of other records of the same document (scopes that do not
+    /// overlap): together they cover both scopes, as one view of both would.
+    pub fn absorb(&mut self, other: View) {
+        self.everything |= other.everything;
+        if other.household_in_scope {
+            self.household_in_scope = true;
+            self.household = other.household;
+        }
+        self.visits.extend(other.visits);
+        self.issues.extend(other.issues);
+        self.conflicts.extend(other.conflicts);
+        self.conflict_prefixes.extend(other.conflict_prefixes);
+    }
+}
+
 impl Scope {
     pub fn household() -> Scope {
         Scope::Records { household: true, visits: BTreeSet::new(), issues: BTreeSet::new() }
@@ -66,6 +82,17 @@ impl Scope {
                 visits.extend(v);
                 issues.extend(i);
             }
+        }
+    }
+
+    /// Whether the two scopes share a record (`Everything` shares every record).
+    pub fn overlaps(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Scope::Everything, _) | (_, Scope::Everything) => true,
+            (
+                Scope::Records { household, visits, issues },
+                Scope::Records { household: h, visits: v, issues: i },
+            ) => (*household && *h) || !visits.is_disjoint(v) || !issues.is_disjoint(i),
         }
     }
 
@@ -169,6 +196,17 @@ impl HouseholdDocument {
 #[cfg(test)]
 mod tests {
     use super::Scope;
+
+    #[test]
+    fn scopes_overlap_when_they_share_a_record() {
+        assert!(Scope::visit("v1").overlaps(&Scope::visit("v1")));
+        assert!(!Scope::visit("v1").overlaps(&Scope::visit("v2")));
+        assert!(!Scope::visit("v1").overlaps(&Scope::issue("v1")), "a visit and an issue are different records");
+        assert!(Scope::household().overlaps(&Scope::household()));
+        assert!(!Scope::household().overlaps(&Scope::issue("i1")));
+        assert!(Scope::Everything.overlaps(&Scope::issue("i1")));
+        assert!(Scope::issue("i1").overlaps(&Scope::Everything));
+    }
 
     #[test]
     fn extending_a_scope_covers_both_and_everything_absorbs() {
