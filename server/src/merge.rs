@@ -510,12 +510,12 @@ impl Merging {
                 // Rare (a refused change), so the copy is rebuilt then rather than cloned
                 // before every change. If even that fails, the group fails: its batch is
                 // retried request by request, and only this change's request gets an error.
-                caught(change, || {
+                let rewound = caught(change, || {
                     #[cfg(test)]
                     tests::rewind_fault(change);
                     self.doc.rewind(&before)
-                })
-                    .map_err(|what| ServerError::Internal(format!("household {}: {what}", self.doc.id())))??;
+                });
+                rewound.map_err(|what| ServerError::Internal(format!("household {}: {what}", self.doc.id())))??;
                 Ok(Some(reason))
             }
         }

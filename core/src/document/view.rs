@@ -42,7 +42,8 @@ pub struct View {
 
 impl View {
     /// Add `other`, a view of other records of the same document (scopes that do not
-    /// overlap): together they cover both scopes, as one view of both would.
+    /// overlap, so neither is `Everything`): together they cover both scopes, as one view
+    /// of both would.
     pub fn absorb(&mut self, other: View) {
         self.everything |= other.everything;
         if other.household_in_scope {
