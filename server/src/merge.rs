@@ -524,6 +524,8 @@ impl Merging {
     /// The document, and what to store if something merged: one increment and the
     /// projection rows of the touched records.
     fn close(mut self) -> Result<(HouseholdDocument, Option<ToStore>)> {
+        #[cfg(test)]
+        tests::close_fault(self.doc.id());
         let Some(touched) = self.touched else { return Ok((self.doc, None)) };
         let view = match self.view {
             Some(view) => view,
@@ -538,7 +540,9 @@ mod tests {
     //! A panic while merging one change (set off here by a test fault, standing for a bug
     //! in Automerge) holds that change and its dependents; the rest of the batch merges
     //! and the engine goes on serving. Should the working copy then not be rebuilt either,
-    //! only that change's request fails, and nothing of it is kept.
+    //! only that change's request fails, and nothing of it is kept. A panic on a merging
+    //! thread outside any one change fails its batch on the writer: nothing of the batch
+    //! is kept, not even the households already stored, and the writer goes on.
 
     use std::sync::Mutex;
 
@@ -567,6 +571,17 @@ mod tests {
         let hit = PANIC_ON.lock().unwrap().contains(&change.hash());
         if hit {
             panic!("test fault on change {}", change.hash());
+        }
+    }
+
+    /// Households whose merged group panics when it is closed: a bug outside any one
+    /// change, on a merging thread.
+    static CLOSE_PANIC_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn close_fault(household_id: &str) {
+        let hit = CLOSE_PANIC_ON.lock().unwrap().iter().any(|h| h == household_id);
+        if hit {
+            panic!("test fault closing household {household_id}");
         }
     }
 
@@ -760,5 +775,86 @@ mod tests {
         let d = all.data.iter().find(|d| &d.household_id == household).unwrap();
         let doc = HouseholdDocument::load(household, &d.chunks[0], &ActorId::random()).unwrap();
         assert_eq!(doc.visits().unwrap().len(), 1);
+    }
+    #[test]
+    fn a_panic_on_a_merging_thread_fails_the_batch_keeps_nothing_of_it_and_the_writer_goes_on() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
+        let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
+        admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
+        admin::add_community(&mut engine, &Community { id: "c1".into(), name: "一社区".into() }).unwrap();
+        let member = Member {
+            id: "m1".into(),
+            name: "张老师".into(),
+            role: Role::Member,
+            branch_id: Some("b1".into()),
+            scope_branches: vec![],
+            scope_communities: vec![],
+        };
+        admin::add_member(&mut engine, &member).unwrap();
+        let mut households = Vec::new();
+        for family in ["甲", "乙", "丙"] {
+            let new = NewHousehold {
+                family_name: family.into(),
+                community_id: "c1".into(),
+                branch_id: "b1".into(),
+                assigned_members: vec!["m1".into()],
+                ..Default::default()
+            };
+            households.push(admin::create_household(&mut engine, "admin", &new).unwrap());
+        }
+        let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
+        let device = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
+        let first = sync(&mut engine, &device.token, None, vec![]);
+        // Three visits to each household: enough for the groups to merge on rayon's threads
+        // while the writer stores those already merged.
+        let author = Author { member_id: "m1".into(), device_id: device.device_id.clone() };
+        let actor = ActorId::random();
+        let mut changes = Vec::new();
+        for (k, d) in first.data.iter().enumerate() {
+            let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap();
+            let before = doc.heads();
+            for v in 0..3 {
+                let at = 1_000_000 * (10 * k as i64 + v + 1);
+                doc.record_visit(&author, at, &visit(&d.household_id, at)).unwrap();
+            }
+            changes.extend(doc.changes_since(&before).into_iter().map(|c| (d.household_id.clone(), c)));
+        }
+        assert!(changes.len() >= PARALLEL_FROM);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let writer = crate::writer::Writer::start(engine);
+            let visits = |writer: &crate::writer::Writer| {
+                let (writer, token) = (writer.clone(), admin_token.clone());
+                async move {
+                    let all = writer.sync(job(&token, None, vec![])).await.unwrap();
+                    let mut counts: Vec<usize> = all
+                        .data
+                        .iter()
+                        .map(|d| HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap())
+                        .map(|doc| doc.visits().unwrap().len())
+                        .collect();
+                    counts.sort();
+                    counts
+                }
+            };
+
+            // The last household's group panics when it is closed, on a merging thread.
+            CLOSE_PANIC_ON.lock().unwrap().push(households[2].clone());
+            let failed = writer.sync(job(&device.token, Some(first.position.clone()), changes.clone())).await;
+            CLOSE_PANIC_ON.lock().unwrap().clear();
+            let failed = failed.expect_err("the batch fails");
+            assert!(failed.to_string().contains("failed inside"), "{failed}");
+            // Nothing of it was kept, not even the households the writer had stored already.
+            assert_eq!(visits(&writer).await, vec![0, 0, 0]);
+            assert!(writer.run(|engine| admin::quarantined(engine, None)).await.unwrap().is_empty());
+
+            // The phone kept its changes and sends them again: all merge, once.
+            let again = writer.sync(job(&device.token, Some(first.position.clone()), changes.clone())).await.unwrap();
+            assert_eq!(again.acks.len(), changes.len());
+            assert!(again.acks.iter().all(|a| a.outcome == Outcome::Accepted), "{:?}", again.acks);
+            assert_eq!(visits(&writer).await, vec![3, 3, 3]);
+        });
     }
 }
