@@ -624,51 +624,88 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_panic_while_merging_a_change_holds_it_and_the_engine_goes_on() {
-        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let dir = tempfile::tempdir().unwrap();
-        let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
+    /// An engine on a new store with an admin, branch b1 and community c1, and members
+    /// of b1 with the given ids; the admin's token.
+    fn district(dir: &std::path::Path, members: &[&str]) -> (Engine<SqliteStore>, String) {
+        let mut engine = Engine::new(SqliteStore::open(dir).unwrap());
         let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
         admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
         admin::add_community(&mut engine, &Community { id: "c1".into(), name: "一社区".into() }).unwrap();
-        let member = Member {
-            id: "m1".into(),
-            name: "张老师".into(),
-            role: Role::Member,
-            branch_id: Some("b1".into()),
-            scope_branches: vec![],
-            scope_communities: vec![],
-        };
-        admin::add_member(&mut engine, &member).unwrap();
-        let new = |family: &str| NewHousehold {
+        for m in members {
+            let member = Member {
+                id: m.to_string(),
+                name: m.to_string(),
+                role: Role::Member,
+                branch_id: Some("b1".into()),
+                scope_branches: vec![],
+                scope_communities: vec![],
+            };
+            admin::add_member(&mut engine, &member).unwrap();
+        }
+        (engine, admin_token)
+    }
+
+    /// A household of b1 and c1 assigned to `member`.
+    fn household(engine: &mut Engine<SqliteStore>, family: &str, member: &str) -> String {
+        let new = NewHousehold {
             family_name: family.into(),
             community_id: "c1".into(),
             branch_id: "b1".into(),
-            assigned_members: vec!["m1".into()],
+            assigned_members: vec![member.into()],
             ..Default::default()
         };
-        let h1 = admin::create_household(&mut engine, "admin", &new("甲")).unwrap();
-        let h2 = admin::create_household(&mut engine, "admin", &new("乙")).unwrap();
-        let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
-        let device = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
-        let first = sync(&mut engine, &device.token, None, vec![]);
+        admin::create_household(engine, "admin", &new).unwrap()
+    }
 
-        // Offline: two visits to the first household (the second depends on the first),
-        // seven to the second: enough changes for the batch to merge on several threads.
-        let author = Author { member_id: "m1".into(), device_id: device.device_id.clone() };
+    /// A phone enrolled for `member`, after its first sync: its token and that answer.
+    fn phone(engine: &mut Engine<SqliteStore>, member: &str) -> (admin::DeviceToken, SyncResponse) {
+        let enrolment = admin::enrol_device(engine, member, "phone").unwrap();
+        let device = admin::exchange_code(engine, &enrolment.enrolment_code).unwrap();
+        let first = sync(engine, &device.token, None, vec![]);
+        (device, first)
+    }
+
+    /// Visits the phone records offline on each household of its first sync, `count` of
+    /// them for a household (each after the one before): the changes, in order.
+    fn record_visits(
+        device: &admin::DeviceToken,
+        first: &SyncResponse,
+        count: impl Fn(&str) -> i64,
+    ) -> Vec<(String, Change)> {
+        let author = Author { member_id: device.member_id.clone(), device_id: device.device_id.clone() };
         let actor = ActorId::random();
         let mut changes = Vec::new();
         for (k, d) in first.data.iter().enumerate() {
             let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap();
             let before = doc.heads();
-            let visits = if d.household_id == h1 { 2 } else { 7 };
-            for v in 0..visits {
+            for v in 0..count(&d.household_id) {
                 let at = 1_000_000 * (10 * k as i64 + v + 1);
                 doc.record_visit(&author, at, &visit(&d.household_id, at)).unwrap();
             }
             changes.extend(doc.changes_since(&before).into_iter().map(|c| (d.household_id.clone(), c)));
         }
+        changes
+    }
+
+    /// How many visits the store's document of `household_id` holds, read by an admin sync.
+    fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
+        let all = sync(engine, admin_token, None, vec![]);
+        let d = all.data.iter().find(|d| d.household_id == household_id).unwrap();
+        HouseholdDocument::load(household_id, &d.chunks[0], &ActorId::random()).unwrap().visits().unwrap().len()
+    }
+
+    #[test]
+    fn a_panic_while_merging_a_change_holds_it_and_the_engine_goes_on() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        let h2 = household(&mut engine, "乙", "m1");
+        let (device, first) = phone(&mut engine, "m1");
+
+        // Offline: two visits to the first household (the second depends on the first),
+        // seven to the second: enough changes for the batch to merge on several threads.
+        let changes = record_visits(&device, &first, |h| if h == h1 { 2 } else { 7 });
         let poisoned = changes.iter().find(|(h, _)| *h == h1).unwrap().1.hash();
         PANIC_ON.lock().unwrap().push(poisoned);
         let pushed = sync(&mut engine, &device.token, Some(first.position.clone()), changes.clone());
@@ -689,63 +726,33 @@ mod tests {
         // The engine goes on: the next sync is answered and the other household merged.
         let again = sync(&mut engine, &device.token, Some(pushed.position.clone()), vec![]);
         assert!(again.acks.is_empty());
-        let visits_on = |engine: &mut Engine<SqliteStore>, id: &str| {
-            let all = sync(engine, &admin_token, None, vec![]);
-            let d = all.data.iter().find(|d| d.household_id == id).unwrap();
-            HouseholdDocument::load(id, &d.chunks[0], &ActorId::random()).unwrap().visits().unwrap().len()
-        };
-        assert_eq!((visits_on(&mut engine, &h1), visits_on(&mut engine, &h2)), (0, 7));
+        let visits_h1 = visits_on(&mut engine, &admin_token, &h1);
+        assert_eq!((visits_h1, visits_on(&mut engine, &admin_token, &h2)), (0, 7));
 
         // Releasing it while the fault is still there fails with a readable error and
         // changes nothing; the engine goes on.
         let refused = engine.release("admin", &poisoned.to_string()).unwrap_err().to_string();
         assert!(refused.contains("failed inside"), "{refused}");
         assert_eq!(admin::quarantined(&mut engine, Some(QuarantineStatus::Held)).unwrap().len(), 2);
-        assert_eq!(visits_on(&mut engine, &h1), 0);
+        assert_eq!(visits_on(&mut engine, &admin_token, &h1), 0);
 
         // Once the fault is gone (a fixed server), the admin releases the change: it and
         // the one held after it merge.
         PANIC_ON.lock().unwrap().clear();
         engine.release("admin", &poisoned.to_string()).unwrap();
         assert!(admin::quarantined(&mut engine, Some(QuarantineStatus::Held)).unwrap().is_empty());
-        assert_eq!(visits_on(&mut engine, &h1), 2);
+        assert_eq!(visits_on(&mut engine, &admin_token, &h1), 2);
     }
     #[test]
     fn a_copy_that_cannot_be_rebuilt_fails_only_its_own_request() {
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
-        admin::create_admin(&mut engine, "admin", "管理员").unwrap();
-        admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
-        admin::add_community(&mut engine, &Community { id: "c1".into(), name: "一社区".into() }).unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
         let mut phones = Vec::new();
         for m in ["m1", "m2"] {
-            let member = Member {
-                id: m.into(),
-                name: m.into(),
-                role: Role::Member,
-                branch_id: Some("b1".into()),
-                scope_branches: vec![],
-                scope_communities: vec![],
-            };
-            admin::add_member(&mut engine, &member).unwrap();
-            let new = NewHousehold {
-                family_name: "王".into(),
-                community_id: "c1".into(),
-                branch_id: "b1".into(),
-                assigned_members: vec![m.into()],
-                ..Default::default()
-            };
-            let household = admin::create_household(&mut engine, "admin", &new).unwrap();
-            let enrolment = admin::enrol_device(&mut engine, m, "phone").unwrap();
-            let device = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
-            let first = sync(&mut engine, &device.token, None, vec![]);
-            let mut doc = HouseholdDocument::load(&household, &first.data[0].chunks[0], &ActorId::random()).unwrap();
-            let before = doc.heads();
-            let author = Author { member_id: m.into(), device_id: device.device_id.clone() };
-            doc.record_visit(&author, 5_000_000, &visit(&household, 5_000_000)).unwrap();
-            let changes: Vec<(String, Change)> =
-                doc.changes_since(&before).into_iter().map(|c| (household.clone(), c)).collect();
+            household(&mut engine, "王", m);
+            let (device, first) = phone(&mut engine, m);
+            let changes = record_visits(&device, &first, |_| 1);
             phones.push((device.token, first.position, changes));
         }
         let push = |(token, position, changes): &(String, Position, Vec<(String, Change)>)| {
@@ -770,57 +777,19 @@ mod tests {
         assert_eq!(again.acks.len(), 1);
         assert_eq!(again.acks[0].outcome, Outcome::Accepted);
         assert!(admin::quarantined(&mut engine, None).unwrap().is_empty());
-        let household = &phones[0].2[0].0;
-        let all = sync(&mut engine, &phones[0].0, None, vec![]);
-        let d = all.data.iter().find(|d| &d.household_id == household).unwrap();
-        let doc = HouseholdDocument::load(household, &d.chunks[0], &ActorId::random()).unwrap();
-        assert_eq!(doc.visits().unwrap().len(), 1);
+        assert_eq!(visits_on(&mut engine, &admin_token, &phones[0].2[0].0), 1);
     }
+
     #[test]
     fn a_panic_on_a_merging_thread_fails_the_batch_keeps_nothing_of_it_and_the_writer_goes_on() {
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
-        let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
-        admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
-        admin::add_community(&mut engine, &Community { id: "c1".into(), name: "一社区".into() }).unwrap();
-        let member = Member {
-            id: "m1".into(),
-            name: "张老师".into(),
-            role: Role::Member,
-            branch_id: Some("b1".into()),
-            scope_branches: vec![],
-            scope_communities: vec![],
-        };
-        admin::add_member(&mut engine, &member).unwrap();
-        let mut households = Vec::new();
-        for family in ["甲", "乙", "丙"] {
-            let new = NewHousehold {
-                family_name: family.into(),
-                community_id: "c1".into(),
-                branch_id: "b1".into(),
-                assigned_members: vec!["m1".into()],
-                ..Default::default()
-            };
-            households.push(admin::create_household(&mut engine, "admin", &new).unwrap());
-        }
-        let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
-        let device = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
-        let first = sync(&mut engine, &device.token, None, vec![]);
+        let (mut engine, admin_token) = district(dir.path(), &["m1"]);
+        let households: Vec<String> = ["甲", "乙", "丙"].iter().map(|f| household(&mut engine, f, "m1")).collect();
+        let (device, first) = phone(&mut engine, "m1");
         // Three visits to each household: enough for the groups to merge on rayon's threads
         // while the writer stores those already merged.
-        let author = Author { member_id: "m1".into(), device_id: device.device_id.clone() };
-        let actor = ActorId::random();
-        let mut changes = Vec::new();
-        for (k, d) in first.data.iter().enumerate() {
-            let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap();
-            let before = doc.heads();
-            for v in 0..3 {
-                let at = 1_000_000 * (10 * k as i64 + v + 1);
-                doc.record_visit(&author, at, &visit(&d.household_id, at)).unwrap();
-            }
-            changes.extend(doc.changes_since(&before).into_iter().map(|c| (d.household_id.clone(), c)));
-        }
+        let changes = record_visits(&device, &first, |_| 3);
         assert!(changes.len() >= PARALLEL_FROM);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
