@@ -1,7 +1,11 @@
-//! Shared helpers for the cross-crate tests.
+//! Shared helpers for the cross-crate tests and the benchmarks.
+//!
+//! - `district`: the realistic district the benchmarks are built from.
 //!
 //! The crate also holds `visit_writer`, the child process that `tests/crash_safety.rs`
 //! kills with SIGKILL while it records visits.
+
+pub mod district;
 
 /// Member and device the crash-safety writer opens its replica as.
 pub const CRASH_MEMBER: &str = "m-crash-writer";

@@ -9,7 +9,7 @@
 //!   coordinator's replica (11,180 households, 5 visits and 1 issue each), built once per
 //!   run by creating the documents in memory and importing their changes in batches.
 //!
-//! Run: `cargo bench -p doorstep-core --bench replica`. A summary table (p50/p99 from
+//! Run: `cargo bench -p doorstep-tests --bench replica`. A summary table (p50/p99 from
 //! individually timed calls) is printed at the end.
 //!
 //! In test mode (`cargo test --benches`, `cargo test --all-targets`, or
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use automerge::ActorId;
 use criterion::Criterion;
 use doorstep_core::*;
+use doorstep_tests::district::{self as data, NoteContext, DAY_MS, SCHOOL_YEAR_START_MS};
 use rand::prelude::*;
 
 // ----- configuration -----------------------------------------------------------------
@@ -86,9 +87,6 @@ impl Sizes {
 const RECORD_VISITS_BEFORE_RESET: usize = 10;
 const IMPORT_BATCH: usize = 1_000;
 const TODAY: &str = "2026-03-16";
-/// 2025-09-01T08:00:00+08:00: the start of the school year the fixtures cover.
-const SCHOOL_YEAR_START_MS: i64 = 1_756_684_800_000;
-const DAY_MS: i64 = 86_400_000;
 
 const MEMBER_ID: &str = "m-李晓云";
 const MEMBER_DEVICE: &str = "d-李晓云-phone";
@@ -105,36 +103,15 @@ fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok())
 }
 
-// ----- deterministic data -------------------------------------------------------------
+// ----- deterministic data (the district: `doorstep_tests::district`) -----------------
 
-
-const FAMILY_NAMES: &[&str] = &[
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林",
-    "罗", "高", "梁", "郑", "谢", "宋", "唐", "许", "邓", "冯", "韩", "曹", "曾", "彭", "蔡", "潘", "田", "董",
-    "袁", "叶", "蒋", "杜", "苏", "魏", "程", "吕", "丁", "沈", "卢", "钟", "谭", "廖", "区", "麦", "冼", "关",
-    "欧阳", "司徒",
-];
-const GIVEN_ADULT_FEMALE: &[&str] =
-    &["丽华", "秀英", "小燕", "晓红", "美玲", "海燕", "雪梅", "婉婷", "慧敏", "玉兰", "桂芳", "嘉欣", "淑贞"];
-const GIVEN_ADULT_MALE: &[&str] =
-    &["建国", "志强", "国华", "伟明", "文杰", "永康", "德华", "振宇", "锦荣", "家豪", "少峰", "俊杰", "炳坤"];
-const GIVEN_CHILD: &[&str] = &[
-    "思远", "子轩", "梓涵", "雨桐", "浩然", "欣怡", "宇航", "诗琪", "一诺", "俊熙", "可馨", "皓轩", "语嫣",
-    "锦程", "沐阳", "乐瑶",
-];
-const ROADS: &[&str] = &[
-    "南海大道北", "桂澜北路", "海八路", "灯湖东路", "南桂东路", "季华东路", "天佑三路", "文华北路", "宝石东路",
-    "平洲永安路", "夏北路", "叠滘大道", "简平路", "南约路", "东平路",
-];
-const ESTATES: &[&str] = &[
-    "怡翠玫瑰园", "海逸桃花园", "中海锦城", "保利花园", "万科金色家园", "桂花苑", "南约新村", "平西村",
-    "夏东村", "叠南小区", "金桂花园", "翠湖绿洲",
-];
+/// The fixtures' communities (社区).
 const COMMUNITIES: &[&str] = &[
     "c-平西", "c-平东", "c-平南", "c-平北", "c-夏东", "c-夏西", "c-夏南一", "c-夏南二", "c-夏北", "c-叠北",
     "c-叠南", "c-叠东", "c-三山", "c-东约", "c-西约", "c-南约", "c-北约", "c-灯湖", "c-海五", "c-桂园",
     "c-翠湖", "c-文翰", "c-宝翠", "c-华翠", "c-季华", "c-石肯", "c-大沥口", "c-东二", "c-简村", "c-映月",
 ];
+/// Party branches by school: branch id, school name.
 const SCHOOLS: &[(&str, &str)] = &[
     ("b-桂城一小", "桂城第一小学"),
     ("b-平洲一小", "平洲第一小学"),
@@ -145,52 +122,13 @@ const SCHOOLS: &[(&str, &str)] = &[
     ("b-映月幼儿园", "映月幼儿园"),
     ("b-叠滘小学", "叠滘小学"),
 ];
-const GRADES: &[&str] = &[
-    "幼儿园中班", "幼儿园大班", "一年级", "二年级", "三年级", "四年级", "五年级", "六年级", "初一", "初二", "初三",
-];
-const NOTE_SENTENCES: &[&str] = &[
-    "家长询问明年小升初积分入学需要准备哪些材料，已告知需居住证、社保缴费证明和租房合同。",
-    "孩子近期学习状态良好，作业基本能按时完成，数学成绩比上学期有进步。",
-    "母亲反映孩子晚上玩手机时间较长，建议家长和孩子约定使用时间并以身作则。",
-    "父亲在外地务工，平时由祖母照看，祖母不太会用微信，通知需要电话告知。",
-    "家长对学校课后服务比较满意，希望增加体育类社团。",
-    "孩子有轻微哮喘，已提醒家长把情况告诉班主任和校医。",
-    "家长关心上学路上南海大道路口的交通安全，希望放学时段有人值守。",
-    "家里刚搬到新租的房子，离学校较远，孩子每天坐公交上学约四十分钟。",
-    "与学生单独聊了十分钟，孩子说和同学相处融洽，喜欢语文课。",
-    "家长表示经济压力较大，母亲失业两个月，已介绍社区的就业帮扶和困难补助申请渠道。",
-    "向家长宣传了家庭教育讲座，下周六上午在社区党群服务中心举办。",
-    "孩子弟弟明年上幼儿园，家长想了解公办幼儿园学位申请时间。",
-    "家长对近期学校食堂饭菜质量有意见，已记录并答应向学校反映。",
-    "本次走访时孩子在上网课，只与家长交谈，约定下月再来。",
-    "家长希望多了解孩子在校表现，已把班主任的联系方式告诉家长。",
-    "祖父身体不好，家里需要人照顾，孩子放学后要帮忙做家务。",
-];
-const PEOPLE_MET_RELATIONS: &[&str] = &["母亲", "父亲", "祖母", "祖父", "外婆"];
-const MODES: &[VisitMode] =
-    &[VisitMode::InPerson, VisitMode::InPerson, VisitMode::InPerson, VisitMode::Phone, VisitMode::WeChat, VisitMode::AtSchool];
-const TOPICS: &[VisitTopic] = &[
-    VisitTopic::FamilyEducation,
-    VisitTopic::EnrolmentPolicy,
-    VisitTopic::PublicOpinion,
-    VisitTopic::StudentWellbeing,
-];
-const ISSUES: &[(IssueCategory, &str, &str)] = &[
-    (IssueCategory::Enrolment, "不清楚积分入学材料", "家长不清楚积分入学需要哪些证明材料，担心错过网上申请时间。"),
-    (IssueCategory::Enrolment, "幼儿园学位申请", "弟弟明年上幼儿园，希望申请就近的公办幼儿园学位。"),
-    (IssueCategory::Hardship, "家庭经济困难", "母亲失业，父亲收入不稳定，希望了解困难家庭补助和学费减免政策。"),
-    (IssueCategory::StudentWelfare, "孩子情绪低落", "家长反映孩子最近不愿意上学，在家很少说话，希望学校心理老师关注。"),
-    (IssueCategory::SchoolAndTransport, "放学路口交通安全", "南海大道路口放学时段车多，孩子过马路有危险，希望增加护学岗。"),
-    (IssueCategory::FamilyEducation, "亲子沟通困难", "父亲常年在外，孩子与父亲沟通少，家长希望得到家庭教育指导。"),
-    (IssueCategory::General, "食堂饭菜质量", "家长反映学校食堂近期饭菜偏咸，孩子经常吃不完。"),
-];
 
-/// One household's profile.
+/// One household's profile; its students go to the school of its branch.
 fn new_household(rng: &mut StdRng, assigned: &[String]) -> NewHousehold {
-    let family = *FAMILY_NAMES.choose(rng).unwrap();
+    let family = *data::FAMILY_NAMES.choose(rng).unwrap();
     let (branch, school) = *SCHOOLS.choose(rng).unwrap();
-    let mother = format!("{}{}", FAMILY_NAMES.choose(rng).unwrap(), GIVEN_ADULT_FEMALE.choose(rng).unwrap());
-    let father = format!("{family}{}", GIVEN_ADULT_MALE.choose(rng).unwrap());
+    let mother = data::person(rng);
+    let father = format!("{family}{}", data::GIVEN_ADULT.choose(rng).unwrap());
     let mut guardians =
         vec![NewGuardian { name: mother, relation: "母亲".into(), phone: format!("139{:08}", rng.random_range(0..100_000_000)) }];
     if rng.random_ratio(60, 100) {
@@ -198,9 +136,9 @@ fn new_household(rng: &mut StdRng, assigned: &[String]) -> NewHousehold {
     }
     let students = (0..1 + rng.random_range(0..2))
         .map(|_| NewStudent {
-            name: format!("{family}{}", GIVEN_CHILD.choose(rng).unwrap()),
+            name: format!("{family}{}", data::GIVEN_CHILD.choose(rng).unwrap()),
             school: school.into(),
-            grade: (*GRADES.choose(rng).unwrap()).into(),
+            grade: (*data::GRADES.choose(rng).unwrap()).into(),
             hukou_status: match rng.random_range(0..10) {
                 0..=4 => HukouStatus::NonLocal,
                 5..=8 => HukouStatus::Local,
@@ -210,15 +148,7 @@ fn new_household(rng: &mut StdRng, assigned: &[String]) -> NewHousehold {
         .collect();
     NewHousehold {
         family_name: family.into(),
-        address: format!(
-            "佛山市南海区桂城街道{}{}号{}{}座{}{:02}",
-            ROADS.choose(rng).unwrap(),
-            1 + rng.random_range(0..300),
-            ESTATES.choose(rng).unwrap(),
-            1 + rng.random_range(0..12),
-            1 + rng.random_range(0..32),
-            1 + rng.random_range(0..6)
-        ),
+        address: data::address(rng),
         community_id: (*COMMUNITIES.choose(rng).unwrap()).into(),
         branch_id: branch.into(),
         guardians,
@@ -228,61 +158,10 @@ fn new_household(rng: &mut StdRng, assigned: &[String]) -> NewHousehold {
     }
 }
 
-fn visit_notes(rng: &mut StdRng) -> String {
-    let n = 2 + rng.random_range(0..3);
-    (0..n).map(|_| *NOTE_SENTENCES.choose(rng).unwrap()).collect::<Vec<_>>().concat()
-}
-
-/// A visit to `household_id` on day `day` of the school year.
-fn new_visit(rng: &mut StdRng, household_id: &str, day: i64) -> NewVisit {
+/// A visit on day `day` of the school year, some time between 10:00 and 20:00.
+fn new_visit(rng: &mut StdRng, household_id: &str, day: i64, ctx: &NoteContext) -> NewVisit {
     let started = SCHOOL_YEAR_START_MS + day * DAY_MS + (10 + rng.random_range(0..10) as i64) * 3_600_000;
-    let mode = MODES.choose(rng).unwrap().clone();
-    let mut topics = vec![TOPICS.choose(rng).unwrap().clone()];
-    if rng.random_ratio(50, 100) {
-        let t = TOPICS.choose(rng).unwrap().clone();
-        if !topics.contains(&t) {
-            topics.push(t);
-        }
-    }
-    NewVisit {
-        household_id: household_id.into(),
-        visitors: vec![],
-        started_at_ms: started,
-        ended_at_ms: Some(started + (20 + rng.random_range(0..40) as i64) * 60_000),
-        location: (mode == VisitMode::InPerson).then(|| Location {
-            latitude: 23.03 + rng.random_range(0..1000) as f64 / 50_000.0,
-            longitude: 113.13 + rng.random_range(0..1000) as f64 / 50_000.0,
-            accuracy_m: Some(5.0 + rng.random_range(0..30) as f64),
-        }),
-        mode,
-        people_met: vec![
-            format!("{} {}", PEOPLE_MET_RELATIONS.choose(rng).unwrap(), GIVEN_ADULT_FEMALE.choose(rng).unwrap()),
-            format!("学生 {}", GIVEN_CHILD.choose(rng).unwrap()),
-        ],
-        topics,
-        notes: visit_notes(rng),
-        follow_up_on: rng.random_ratio(30, 100).then(|| format!("2026-{:02}-{:02}", 3 + rng.random_range(0..4), 1 + rng.random_range(0..28))),
-    }
-}
-
-fn new_issue(rng: &mut StdRng, household_id: &str, visit_id: Option<String>, assignee: &str) -> NewIssue {
-    let (category, title, description) = ISSUES.choose(rng).unwrap().clone();
-    NewIssue {
-        household_id: household_id.into(),
-        visit_id,
-        category,
-        title: title.into(),
-        description: description.into(),
-        urgency: match rng.random_range(0..10) {
-            0..=5 => Urgency::Normal,
-            6..=7 => Urgency::Low,
-            8 => Urgency::High,
-            _ => Urgency::Urgent,
-        },
-        assignee: rng.random_ratio(70, 100).then(|| assignee.to_string()),
-        // Spread around TODAY so that some are overdue.
-        due_on: Some(format!("2026-{:02}-{:02}", 1 + rng.random_range(0..6), 1 + rng.random_range(0..28))),
-    }
+    data::new_visit(rng, household_id, started, ctx)
 }
 
 /// What one household document of a fixture holds.
@@ -323,28 +202,22 @@ fn build_household(actor: &ActorId, index: usize, shape: Shape, members: &[Strin
     let created = SCHOOL_YEAR_START_MS - 30 * DAY_MS + rng.random_range(0..20) as i64 * DAY_MS;
     let mut doc = HouseholdDocument::create(actor, &author, created, &new_household(rng, std::slice::from_ref(member)))
         .expect("create household");
+    let ctx = NoteContext::of(&doc.household().expect("household reads"));
     let id = doc.id().to_string();
     let mut visit_ids = Vec::new();
     for v in 0..shape.visits {
         // Spread over the school year so far (~190 days), in order.
         let day = (v as i64 * 190 / shape.visits.max(1) as i64) + rng.random_range(0..15) as i64;
-        let visit = new_visit(rng, &id, day);
+        let visit = new_visit(rng, &id, day, &ctx);
         let at = visit.ended_at_ms.unwrap_or(visit.started_at_ms);
         visit_ids.push(doc.record_visit(&author, at, &visit).expect("record visit"));
     }
     for n in 0..(shape.issues)(index) {
         let visit = visit_ids.get(n).cloned();
-        let issue = new_issue(rng, &id, visit, member);
+        let issue = data::new_issue(rng, &id, visit, member);
         let at = SCHOOL_YEAR_START_MS + (60 + rng.random_range(0..120) as i64) * DAY_MS;
         let issue_id = doc.raise_issue(&author, at, &issue).expect("raise issue");
-        let path: &[IssueStatus] = match rng.random_range(0..10) {
-            0..=3 => &[],
-            4..=5 => &[IssueStatus::Acknowledged],
-            6 => &[IssueStatus::Acknowledged, IssueStatus::InProgress],
-            7 => &[IssueStatus::Referred],
-            _ => &[IssueStatus::Acknowledged, IssueStatus::Resolved],
-        };
-        for (k, to) in path.iter().enumerate() {
+        for (k, to) in data::issue_path(rng).iter().enumerate() {
             doc.transition_issue(&author, at + (k as i64 + 1) * DAY_MS, &issue_id, to, "已与家长沟通 / 跟进中")
                 .expect("transition issue");
         }
@@ -451,7 +324,8 @@ fn row(what: impl Into<String>, samples: &[Sample], target: Target) -> Row {
 /// every use.
 struct MemberFixture {
     path: PathBuf,
-    household_ids: Vec<String>,
+    /// Each household's id and what its notes refer to.
+    households: Vec<(String, NoteContext)>,
 }
 
 fn member_fixture(dir: &Path, households: usize, visits: usize) -> MemberFixture {
@@ -462,10 +336,17 @@ fn member_fixture(dir: &Path, households: usize, visits: usize) -> MemberFixture
     let changes = build_changes(households, shape, &members, 7, 2);
     let replica = Replica::open(&path, MEMBER_ID, MEMBER_DEVICE).expect("open member fixture");
     import_all(&replica, &changes);
-    let household_ids = replica.list_households().unwrap().into_iter().map(|h| h.id).collect::<Vec<_>>();
-    assert_eq!(household_ids.len(), households);
+    let listed = replica.list_households().unwrap();
+    assert_eq!(listed.len(), households);
+    let households = listed
+        .into_iter()
+        .map(|h| {
+            let ctx = NoteContext::of(&replica.household(&h.id).expect("household reads"));
+            (h.id, ctx)
+        })
+        .collect();
     drop(replica);
-    MemberFixture { path, household_ids }
+    MemberFixture { path, households }
 }
 
 /// Copies the member template and records visits round-robin over its households,
@@ -473,7 +354,7 @@ fn member_fixture(dir: &Path, households: usize, visits: usize) -> MemberFixture
 struct Recorder {
     template: PathBuf,
     path: PathBuf,
-    household_ids: Vec<String>,
+    households: Vec<(String, NoteContext)>,
     replica: Option<Replica>,
     calls_since_reset: usize,
     rng: StdRng,
@@ -485,7 +366,7 @@ impl Recorder {
         let mut r = Recorder {
             template: template.path.clone(),
             path,
-            household_ids: template.household_ids.clone(),
+            households: template.households.clone(),
             replica: None,
             calls_since_reset: 0,
             rng: StdRng::seed_from_u64(99),
@@ -502,7 +383,7 @@ impl Recorder {
         let replica = Replica::open(&self.path, MEMBER_ID, MEMBER_DEVICE).expect("open record fixture");
         // Load every household once, as an app does on its first screen of a household:
         // the timed calls measure the steady state, not the first load.
-        for id in &self.household_ids {
+        for (id, _) in &self.households {
             replica.household(id).expect("load household");
         }
         self.replica = Some(replica);
@@ -512,12 +393,12 @@ impl Recorder {
     /// Record one visit; returns how long `record_visit` took (reset time excluded), and
     /// how that time was spent.
     fn record_one(&mut self) -> Sample {
-        if self.calls_since_reset >= self.household_ids.len() * RECORD_VISITS_BEFORE_RESET {
+        if self.calls_since_reset >= self.households.len() * RECORD_VISITS_BEFORE_RESET {
             self.reset();
         }
-        let household = &self.household_ids[self.calls_since_reset % self.household_ids.len()];
+        let (household, ctx) = &self.households[self.calls_since_reset % self.households.len()];
         self.day += 1;
-        let visit = new_visit(&mut self.rng, household, self.day % 300);
+        let visit = new_visit(&mut self.rng, household, self.day % 300, ctx);
         let replica = self.replica.as_ref().unwrap();
         let sample = measure(|| replica.record_visit(&visit).expect("record visit"));
         self.calls_since_reset += 1;
@@ -820,10 +701,11 @@ fn record_cost_by_household_size(dir: &Path) -> String {
     let path = dir.join("growth.sqlite3");
     let replica = Replica::open(&path, MEMBER_ID, MEMBER_DEVICE).unwrap();
     let rng = &mut StdRng::seed_from_u64(5);
-    let household = replica.create_household(&new_household(rng, &[MEMBER_ID.to_string()])).unwrap().id;
+    let household = replica.create_household(&new_household(rng, &[MEMBER_ID.to_string()])).unwrap();
+    let ctx = NoteContext::of(&household);
     let samples: Vec<Sample> = (0..120)
         .map(|day| {
-            let visit = new_visit(rng, &household, day);
+            let visit = new_visit(rng, &household.id, day, &ctx);
             measure(|| replica.record_visit(&visit).unwrap())
         })
         .collect();
