@@ -261,18 +261,26 @@ impl Documents<'_> {
         Ok(())
     }
 
-    /// Merge a change whose dependencies are present, store it and log it.
+    /// Merge a change whose dependencies are present, store it and log it. A change that
+    /// does not fit the document (`apply_verified`), or after which the household cannot
+    /// be read, is refused even so (bad request); a panic while merging it is an internal
+    /// error. Either way the transaction rolls back
+    /// and the document is read again at its next use.
     fn merge(&mut self, tx: &impl WriteTx, household_id: &str, change: &Change, device: Option<&str>, scope: Scope) -> Result<()> {
         let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
         let before = doc.heads();
-        merge::contained(change, || doc.apply(vec![change.clone()])).map_err(|what| {
+        merge::contained(change, || doc.apply_verified(change.clone())).map_err(|what| {
             let hash = change.hash();
             ServerError::Internal(format!(
                 "合并变更 {hash} 时服务器内部出错 / the server failed inside while merging change {hash} ({what})"
             ))
         })??;
         let increment = doc.save_after(&before);
-        let view = doc.view(&scope)?;
+        let view = doc.view(&scope).map_err(|e| {
+            ServerError::BadRequest(format!(
+                "合并后住户资料无法读取，不能放行 / with this change the household could not be read, so it cannot be released: {e}"
+            ))
+        })?;
         tx.save_document(doc, &increment, &view)?;
         tx.append_change(household_id, &change.hash().to_string(), device, change.raw_bytes(), now_ms())?;
         Ok(())

@@ -477,7 +477,7 @@ impl Merging {
     fn try_merge(&mut self, change: &Change, member: &Member) -> Result<Option<String>> {
         let before = self.doc.heads();
         let checked = contained(change, || {
-            if let Err(e) = self.doc.apply(vec![change.clone()]) {
+            if let Err(e) = self.doc.apply_verified(change.clone()) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
             check_change(&mut self.doc, change, member)

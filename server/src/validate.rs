@@ -45,6 +45,11 @@ pub fn check_change(
             [] | ["household"] | ["visits"] | ["issues"] | ["schema_version"] | ["?", ..] if is_member => {
                 return Err("党员不能创建或替换住户文档 / members cannot create or replace a household document".into());
             }
+            // Whoever pushes it: no app writes there (a crafted change can make an object
+            // its own ancestor, which nothing could read back).
+            ["?", ..] => {
+                return Err("变更写到了文档中不存在的位置 / the change writes to an object with no place in the document".into());
+            }
             _ => {}
         }
     }

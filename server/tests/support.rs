@@ -123,6 +123,18 @@ impl Drop for Server {
     }
 }
 
+/// The server answers `/healthz`, and every panic in its log is one it contained while
+/// merging a change (set off in Automerge by a malformed change, which is then held in
+/// quarantine with the panic as its reason). Returns how many there were.
+pub fn assert_only_contained_panics(server: &Server) -> usize {
+    assert!(server.healthy(), "the server still answers /healthz");
+    let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+    let panics = text.matches("panicked at").count();
+    let contained = text.matches("merging a change panicked").count();
+    assert_eq!(panics, contained, "every panic was contained while merging a change:\n{text}");
+    contained
+}
+
 /// No server started with this log ever panicked.
 pub fn assert_no_panic(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -417,8 +429,14 @@ pub fn hand_over(from: &Phone, to: &Phone, household: &str) {
     to.replica.import_changes(&batches).unwrap();
 }
 
-/// A raw sync request, encoded as a phone sends it.
+/// A raw sync request, encoded as a phone sends it; the answer's status and text.
 pub fn raw_sync(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let (status, body) = raw_sync_bytes(url, token, body);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A raw sync request; the answer's status and bytes (an encoded `SyncResponse` on 200).
+pub fn raw_sync_bytes(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>) {
     let mut r = http()
         .post(format!("{url}/v1/sync"))
         .header("content-type", doorstep_core::sync::protocol::CONTENT_TYPE)
@@ -426,9 +444,9 @@ pub fn raw_sync(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) 
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
-    let r = r.send().expect("request sent");
+    let r = r.send().expect("request sent and answered");
     let status = r.status().as_u16();
-    (status, r.text().unwrap_or_default())
+    (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
 }
 
 /// An empty first-sync request (no position, nothing pushed).

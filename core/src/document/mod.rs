@@ -18,7 +18,7 @@ mod written;
 pub use view::{Scope, View};
 pub use written::WrittenPath;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
@@ -287,6 +287,62 @@ impl HouseholdDocument {
         }
     }
 
+    /// Apply one change from a peer that is not trusted (a phone's push, on the server),
+    /// and make sure the document then holds exactly that change. A change whose bytes
+    /// decode can still not fit the document (altered on the way, or crafted), and
+    /// Automerge 0.12 checks little of that: it keeps operations, not change bytes, and
+    /// rebuilds a change from its operations when the document is saved or sent on, so an
+    /// unfit change can come back as another one, and the document no longer loads. So,
+    /// before applying: its dependencies are here, and it follows its actor's previous
+    /// change (the next sequence number, depending on it, operations numbered after its);
+    /// after: the change rebuilt from the document is the one given. A refused change is
+    /// an error; the caller then takes the document back (`rewind`).
+    pub fn apply_verified(&mut self, change: Change) -> Result<()> {
+        let unfit = |zh: String, en: String| Error::invalid(zh, en);
+        if let Some(missing) = change.deps().iter().find(|d| !self.has_change(d)) {
+            return Err(unfit(format!("缺少它依赖的变更 {missing}"), format!("it depends on {missing}, which is not here")));
+        }
+        if !self.follows_its_actor(&change) {
+            return Err(unfit(
+                "它与同一设备此前的变更不衔接".into(),
+                "it does not follow its device's previous change".into(),
+            ));
+        }
+        let before = self.heads();
+        let hash = change.hash();
+        self.doc.apply_changes([change]).map_err(|e| unfit(e.to_string(), e.to_string()))?;
+        self.doc.reset_diff_cursor();
+        let held = self.doc.get_changes(&before);
+        if held.len() != 1 || held[0].hash() != hash {
+            return Err(unfit("其中的操作与文档不符".into(), "its operations do not fit the document".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `change` is the next of its actor's changes here: sequence number 1 from a
+    /// new actor, or one more than the actor's last change, which it depends on (directly
+    /// or through others) and whose operation numbers it comes after.
+    fn follows_its_actor(&mut self, change: &Change) -> bool {
+        let metas = self.doc.get_changes_meta(&[]);
+        let last = metas.iter().filter(|m| *m.actor == *change.actor_id()).max_by_key(|m| m.seq);
+        let Some(last) = last else { return change.seq() == 1 };
+        if change.seq() != last.seq + 1 || change.start_op().get() <= last.max_op {
+            return false;
+        }
+        let deps: HashMap<ChangeHash, &[ChangeHash]> = metas.iter().map(|m| (m.hash, m.deps.as_slice())).collect();
+        let mut seen = HashSet::new();
+        let mut next: Vec<ChangeHash> = change.deps().to_vec();
+        while let Some(hash) = next.pop() {
+            if hash == last.hash {
+                return true;
+            }
+            if seen.insert(hash) {
+                next.extend(deps.get(&hash).copied().unwrap_or_default());
+            }
+        }
+        false
+    }
+
     /// Run `edit` as one Automerge change recording who made it and what it did.
     /// An error rolls the edit back, leaving the document as it was.
     fn change<T>(
@@ -345,7 +401,7 @@ impl HouseholdDocument {
 
     pub fn household(&self) -> Result<Household> {
         self.read_record::<HouseholdDoc>(&["household"])?
-            .map(|h| h.to_model())
+            .map(|h| h.to_model(&self.id))
             .ok_or_else(|| Error::not_found("household", &self.id))
     }
 
@@ -359,14 +415,14 @@ impl HouseholdDocument {
 
     /// Every visit, deleted ones included (see `Visit::deleted`), oldest first.
     pub fn visits(&self) -> Result<Vec<Visit>> {
-        let mut visits: Vec<Visit> = self.visit_docs()?.values().map(|v| v.to_model(&self.id)).collect();
+        let mut visits: Vec<Visit> = self.visit_docs()?.iter().map(|(id, v)| v.to_model(id, &self.id)).collect();
         visits.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
         Ok(visits)
     }
 
     /// Every issue, deleted ones included, in the order they were raised.
     pub fn issues(&self) -> Result<Vec<Issue>> {
-        let mut issues: Vec<Issue> = self.issue_docs()?.values().map(|i| i.to_model(&self.id)).collect();
+        let mut issues: Vec<Issue> = self.issue_docs()?.iter().map(|(id, i)| i.to_model(id, &self.id)).collect();
         issues.sort_by(|a, b| (a.raised.at_ms, &a.id).cmp(&(b.raised.at_ms, &b.id)));
         Ok(issues)
     }
@@ -380,11 +436,11 @@ impl HouseholdDocument {
     }
 
     pub fn visit(&self, visit_id: &str) -> Result<Visit> {
-        Ok(self.visit_doc(visit_id)?.to_model(&self.id))
+        Ok(self.visit_doc(visit_id)?.to_model(visit_id, &self.id))
     }
 
     pub fn issue(&self, issue_id: &str) -> Result<Issue> {
-        Ok(self.issue_doc(issue_id)?.to_model(&self.id))
+        Ok(self.issue_doc(issue_id)?.to_model(issue_id, &self.id))
     }
 
     /// Who changed what, when: one entry per Automerge change, oldest first.
@@ -854,5 +910,130 @@ mod tests {
         let edits = server.changes_since(&heads);
         assert_eq!(edits.len(), 1);
         assert_eq!(edits[0].actor_id(), &server_actor);
+    }
+
+    /// `change` re-encoded with other header fields: its bytes decode and its checksum is
+    /// right, as a phone in the wrong hands could send it.
+    fn reencoded(change: &Change, edit: impl FnOnce(&mut automerge::ExpandedChange)) -> Change {
+        let mut expanded = change.decode();
+        edit(&mut expanded);
+        expanded.hash = None;
+        Change::from(expanded)
+    }
+
+    #[test]
+    fn a_change_that_does_not_follow_its_device_is_refused_and_changes_nothing() {
+        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
+        let new =
+            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
+        let mut server = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let saved = server.save();
+        let mut phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+        let base = phone.heads();
+        let visit = |notes: &str| NewVisit {
+            household_id: phone.id().into(),
+            visitors: vec![],
+            started_at_ms: 2_000,
+            ended_at_ms: None,
+            mode: VisitMode::InPerson,
+            people_met: vec![],
+            topics: vec![],
+            notes: notes.into(),
+            follow_up_on: None,
+            location: None,
+        };
+        let (first, second) = (visit("第一次"), visit("第二次"));
+        phone.record_visit(&author, 2_000, &first).unwrap();
+        phone.record_visit(&author, 3_000, &second).unwrap();
+        let changes = phone.changes_since(&base);
+        let (c1, c2) = (changes[0].clone(), changes[1].clone());
+        let refused = |server: &mut HouseholdDocument, change: Change, words: &str| {
+            let heads = server.heads();
+            let error = server.apply_verified(change).unwrap_err().to_string();
+            assert!(error.contains(words), "{error}");
+            assert_eq!(server.heads(), heads, "nothing of it was applied");
+        };
+
+        refused(&mut server, c2.clone(), "depends on");
+        server.apply_verified(c1.clone()).unwrap();
+        // The device's first change again, made later: its sequence number is taken.
+        refused(&mut server, reencoded(&c1, |c| c.time += 1), "does not follow");
+        // A sequence number skipped, and operations numbered over the first change's.
+        refused(&mut server, reencoded(&c2, |c| c.seq = 3), "does not follow");
+        refused(&mut server, reencoded(&c2, |c| c.start_op = c1.start_op()), "does not follow");
+
+        server.apply_verified(c2).unwrap();
+        let saved = server.save();
+        let reloaded = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+        assert_eq!(reloaded.visits().unwrap().len(), 2, "both visits, and the document loads again");
+    }
+
+    #[test]
+    fn a_change_that_comes_back_as_another_is_refused_and_the_document_still_loads() {
+        use sha2::{Digest, Sha256};
+        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
+        let new =
+            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
+        let mut server = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let saved = server.save();
+        let mut phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+        let base = phone.heads();
+        let visit = NewVisit {
+            household_id: phone.id().into(),
+            visitors: vec![],
+            started_at_ms: 2_000,
+            ended_at_ms: Some(3_000),
+            mode: VisitMode::InPerson,
+            people_met: vec!["母亲 李芳".into()],
+            topics: vec![VisitTopic::FamilyEducation],
+            notes: "与家长交流了孩子的学习情况".into(),
+            follow_up_on: None,
+            location: None,
+        };
+        phone.record_visit(&author, 3_000, &visit).unwrap();
+        let original = phone.changes_since(&base).remove(0);
+
+        // Alter a byte or two and recompute the checksum, until a change decodes, follows
+        // its device, applies, and yet does not come back as itself (a few in a hundred).
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut found = None;
+        for _ in 0..20_000 {
+            let mut bytes = original.raw_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = 8 + next(bytes.len() - 8);
+                bytes[at] = match next(3) {
+                    0 => bytes[at] ^ (1 << next(8)),
+                    1 => next(256) as u8,
+                    _ => bytes[at].wrapping_add(1),
+                };
+            }
+            let hash = Sha256::digest(&bytes[8..]);
+            bytes[4..8].copy_from_slice(&hash[..4]);
+            let Ok(change) = decode_change(bytes) else { continue };
+            let mut copy = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+            let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.apply_verified(change.clone())));
+            if matches!(&refused, Ok(Err(e)) if e.to_string().contains("do not fit")) {
+                found = Some((change, copy));
+                break;
+            }
+        }
+        let (change, mut refused_on) = found.expect("an altered change that applies but comes back as another");
+
+        // Taken back out, the document is as before and loads again.
+        refused_on.rewind(&base).unwrap();
+        let again = refused_on.save();
+        assert_eq!(HouseholdDocument::load(server.id(), &again, &ActorId::random()).unwrap().heads(), base);
+        // Without the check, the document would hold a change it cannot give back: saved,
+        // it no longer loads.
+        server.apply(vec![change]).unwrap();
+        let broken = server.save();
+        let reloaded = std::panic::catch_unwind(|| HouseholdDocument::load(server.id(), &broken, &ActorId::random()));
+        assert!(!matches!(reloaded, Ok(Ok(_))), "a document holding it does not load again");
     }
 }

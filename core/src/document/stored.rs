@@ -130,9 +130,10 @@ impl From<&StampDoc> for Stamp {
 }
 
 impl HouseholdDoc {
-    pub fn to_model(&self) -> Household {
+    /// The household `id` is: the document's id, whatever the record's `id` field says.
+    pub fn to_model(&self, id: &str) -> Household {
         Household {
-            id: self.id.clone(),
+            id: id.to_string(),
             family_name: self.family_name.clone(),
             address: self.address.clone(),
             community_id: self.community_id.clone(),
@@ -167,9 +168,11 @@ impl HouseholdDoc {
 }
 
 impl VisitDoc {
-    pub fn to_model(&self, household_id: &str) -> Visit {
+    /// The visit stored under the key `id` (which is its id, whatever the record's `id`
+    /// field says) in household `household_id`.
+    pub fn to_model(&self, id: &str, household_id: &str) -> Visit {
         Visit {
-            id: self.id.clone(),
+            id: id.to_string(),
             household_id: household_id.to_string(),
             visitors: self.visitors.clone(),
             started_at_ms: self.started_at,
@@ -192,10 +195,12 @@ impl VisitDoc {
 }
 
 impl IssueDoc {
-    pub fn to_model(&self, household_id: &str) -> Issue {
+    /// The issue stored under the key `id` (its id, whatever the record's `id` field says)
+    /// in household `household_id`.
+    pub fn to_model(&self, id: &str, household_id: &str) -> Issue {
         let derived = super::status::derive(&self.transitions);
         Issue {
-            id: self.id.clone(),
+            id: id.to_string(),
             household_id: household_id.to_string(),
             visit_id: self.visit_id.clone(),
             category: self.category.as_str().into(),

@@ -115,7 +115,7 @@ impl HouseholdDocument {
 
     fn view_household(&mut self, value: &hydrate::Value, view: &mut View) -> Result<()> {
         let doc: HouseholdDoc = self.parse(value)?;
-        view.household = Some(doc.to_model());
+        view.household = Some(doc.to_model(&self.id));
         view.conflicts.extend(self.conflicts_under(&["household".into()], value)?);
         Ok(())
     }
@@ -123,7 +123,7 @@ impl HouseholdDocument {
     fn view_visit(&mut self, visit_id: &str, value: &hydrate::Value, view: &mut View) -> Result<()> {
         let doc: VisitDoc = self.parse(value)?;
         view.conflicts.extend(self.conflicts_under(&["visits".into(), visit_id.into()], value)?);
-        view.visits.push((visit_id.into(), Some(doc.to_model(&self.id))));
+        view.visits.push((visit_id.into(), Some(doc.to_model(visit_id, &self.id))));
         Ok(())
     }
 
@@ -131,7 +131,7 @@ impl HouseholdDocument {
         let doc: IssueDoc = self.parse(value)?;
         view.conflicts.extend(self.conflicts_under(&["issues".into(), issue_id.into()], value)?);
         view.conflicts.extend(self.status_conflict(&doc));
-        view.issues.push((issue_id.into(), Some(doc.to_model(&self.id))));
+        view.issues.push((issue_id.into(), Some(doc.to_model(issue_id, &self.id))));
         Ok(())
     }
 

@@ -12,10 +12,15 @@ use super::HouseholdDocument;
 /// text characters are reported as the path of their list or text).
 pub type WrittenPath = Vec<String>;
 
+/// Deeper than any path of the schema (the deepest, an issue's transition's `after`
+/// list, is five keys from the root).
+const MAX_DEPTH: usize = 32;
+
 impl HouseholdDocument {
     /// The paths written by `change`, which must already be applied to this document,
     /// each once (a note typed character by character writes its path once).
-    /// Operations on objects that are no longer reachable are reported as `["?"]`.
+    /// Operations on objects that are no longer reachable, or whose parents loop, are
+    /// reported as `["?"]`.
     pub fn paths_written_by(&self, change: &Change) -> Vec<WrittenPath> {
         let expanded = change.decode();
         let start_op = change.start_op().get();
@@ -57,17 +62,20 @@ impl HouseholdDocument {
         if id == ExId::Root {
             return Some(Vec::new());
         }
-        let parents = self.doc.parents(&id).ok()?;
-        Some(
-            parents
-                .path()
-                .into_iter()
-                .map(|(_, prop)| match prop {
-                    Prop::Map(k) => k,
-                    Prop::Seq(i) => i.to_string(),
-                })
-                .collect(),
-        )
+        // Walked from the object up, at most one step deeper than any record: a change can
+        // make an object its own ancestor, and the walk would never reach the root.
+        let mut path: WrittenPath = Vec::new();
+        for parent in self.doc.parents(&id).ok()?.take(MAX_DEPTH + 1) {
+            path.push(match parent.prop {
+                Prop::Map(k) => k,
+                Prop::Seq(i) => i.to_string(),
+            });
+        }
+        if path.len() > MAX_DEPTH {
+            return None;
+        }
+        path.reverse();
+        Some(path)
     }
 
     /// Whether the record at `path` (e.g. `["visits", id]`) was created by `change`.
