@@ -921,30 +921,39 @@ mod tests {
         Change::from(expanded)
     }
 
-    #[test]
-    fn a_change_that_does_not_follow_its_device_is_refused_and_changes_nothing() {
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
+    /// A household created on the server (its saved bytes) and a phone's copy of it.
+    fn server_and_phone(author: &Author) -> (HouseholdDocument, Vec<u8>, HouseholdDocument) {
         let new =
             NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut server = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let mut server = HouseholdDocument::create(&ActorId::random(), author, 1_000, &new).unwrap();
         let saved = server.save();
-        let mut phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
-        let base = phone.heads();
-        let visit = |notes: &str| NewVisit {
-            household_id: phone.id().into(),
+        let phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+        (server, saved, phone)
+    }
+
+    fn visit(household_id: &str, notes: &str) -> NewVisit {
+        NewVisit {
+            household_id: household_id.into(),
             visitors: vec![],
             started_at_ms: 2_000,
-            ended_at_ms: None,
+            ended_at_ms: Some(3_000),
             mode: VisitMode::InPerson,
-            people_met: vec![],
-            topics: vec![],
+            people_met: vec!["母亲 李芳".into()],
+            topics: vec![VisitTopic::FamilyEducation],
             notes: notes.into(),
             follow_up_on: None,
             location: None,
-        };
-        let (first, second) = (visit("第一次"), visit("第二次"));
-        phone.record_visit(&author, 2_000, &first).unwrap();
-        phone.record_visit(&author, 3_000, &second).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_change_that_does_not_follow_its_device_is_refused_and_changes_nothing() {
+        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
+        let (mut server, _, mut phone) = server_and_phone(&author);
+        let base = phone.heads();
+        let id = phone.id().to_string();
+        phone.record_visit(&author, 2_000, &visit(&id, "第一次")).unwrap();
+        phone.record_visit(&author, 3_000, &visit(&id, "第二次")).unwrap();
         let changes = phone.changes_since(&base);
         let (c1, c2) = (changes[0].clone(), changes[1].clone());
         let refused = |server: &mut HouseholdDocument, change: Change, words: &str| {
@@ -972,25 +981,10 @@ mod tests {
     fn a_change_that_comes_back_as_another_is_refused_and_the_document_still_loads() {
         use sha2::{Digest, Sha256};
         let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let new =
-            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut server = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
-        let saved = server.save();
-        let mut phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
+        let (mut server, saved, mut phone) = server_and_phone(&author);
         let base = phone.heads();
-        let visit = NewVisit {
-            household_id: phone.id().into(),
-            visitors: vec![],
-            started_at_ms: 2_000,
-            ended_at_ms: Some(3_000),
-            mode: VisitMode::InPerson,
-            people_met: vec!["母亲 李芳".into()],
-            topics: vec![VisitTopic::FamilyEducation],
-            notes: "与家长交流了孩子的学习情况".into(),
-            follow_up_on: None,
-            location: None,
-        };
-        phone.record_visit(&author, 3_000, &visit).unwrap();
+        let id = phone.id().to_string();
+        phone.record_visit(&author, 3_000, &visit(&id, "与家长交流了孩子的学习情况")).unwrap();
         let original = phone.changes_since(&base).remove(0);
 
         // Alter a byte or two and recompute the checksum, until a change decodes, follows
