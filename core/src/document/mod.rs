@@ -8,6 +8,7 @@
 //! Every container is created together with its parent, never lazily, so that two
 //! replicas never create competing copies of the same map.
 
+mod claimed;
 mod conflicts;
 mod convert;
 pub(crate) mod status;
@@ -72,10 +73,19 @@ fn record_written<'a>(paths: &'a [WrittenPath], household_id: &'a str) -> &'a st
     }
 }
 
+/// Most operations one change may carry. A phone's change is a record or an edit: tens of
+/// operations, a few thousand for a long note typed as text.
+pub const MAX_CHANGE_OPERATIONS: u64 = 100_000;
+
 /// Decode an Automerge change from untrusted bytes, strictly: `Change::from_bytes` does
 /// not verify the chunk's checksum (the first 4 bytes of its hash), so a corrupted change
-/// would otherwise be accepted under a new hash.
+/// would otherwise be accepted under a new hash; and it counts a change's operations one
+/// by one, so their number is read from the run lengths first (`claimed`).
 pub fn decode_change(bytes: Vec<u8>) -> std::result::Result<Change, String> {
+    let claimed = claimed::operations_claimed(&bytes)?;
+    if claimed > MAX_CHANGE_OPERATIONS {
+        return Err(format!("it claims {claimed} operations, more than {MAX_CHANGE_OPERATIONS}"));
+    }
     let change = Change::from_bytes(bytes).map_err(|e| e.to_string())?;
     if change.raw_bytes().get(4..8) != Some(&change.hash().0[..4]) {
         return Err("checksum mismatch".to_string());
