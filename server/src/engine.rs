@@ -264,8 +264,8 @@ impl Documents<'_> {
     /// Merge a change whose dependencies are present, store it and log it. A change that
     /// does not fit the document (`apply_verified`), or after which the household cannot
     /// be read, is refused even so (bad request); a panic while merging it is an internal
-    /// error. Either way the transaction rolls back
-    /// and the document is read again at its next use.
+    /// error. Either way the transaction rolls back and the document is read again at its
+    /// next use.
     fn merge(&mut self, tx: &impl WriteTx, household_id: &str, change: &Change, device: Option<&str>, scope: Scope) -> Result<()> {
         let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
         let before = doc.heads();

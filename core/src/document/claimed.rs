@@ -56,6 +56,7 @@ fn values_claimed(mut r: Reader<'_>, kind: u64) -> Result<u64, String> {
     const BOOLEAN: u64 = 4;
     const STRING: u64 = 5;
     const VALUE_METADATA: u64 = 6;
+    const VALUE: u64 = 7;
     let skip_value = |r: &mut Reader<'_>| -> Result<(), String> {
         match kind {
             GROUP | ACTOR | INTEGER | VALUE_METADATA => r.uint().map(drop),
@@ -70,7 +71,7 @@ fn values_claimed(mut r: Reader<'_>, kind: u64) -> Result<u64, String> {
             // Alternating runs of false and true.
             BOOLEAN => r.uint()?,
             // Raw values: their count is in the metadata column.
-            7 => return Ok(0),
+            VALUE => return Ok(0),
             _ => match r.int()? {
                 n if n > 0 => {
                     skip_value(&mut r)?;
@@ -145,17 +146,17 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
-    use automerge::{ActorId, Change, ScalarValue};
+    use automerge::{ActorId, ScalarValue};
 
     use super::operations_claimed;
-    use crate::document::{decode_change, HouseholdDocument, MAX_CHANGE_OPERATIONS};
-    use crate::{Author, NewHousehold, NewVisit, VisitMode, VisitUpdate};
+    use crate::document::fixtures::{author, change_of, household};
+    use crate::document::{decode_change, MAX_CHANGE_OPERATIONS};
+    use crate::{NewVisit, VisitMode, VisitUpdate};
 
     #[test]
     fn the_operations_a_change_claims_are_the_ones_it_holds() {
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let new = NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut doc = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let author = author();
+        let mut doc = household();
         let visit = NewVisit {
             household_id: doc.id().into(),
             visitors: vec!["m2".into()],
@@ -190,19 +191,8 @@ mod tests {
             pred: SortedVec::new(),
             insert: false,
         };
-        let expanded = automerge::ExpandedChange {
-            operations: (0..1_000_000).map(|_| put_null()).collect(),
-            actor_id: ActorId::random(),
-            hash: None,
-            seq: 1,
-            start_op: 1.try_into().unwrap(),
-            time: 0,
-            message: None,
-            deps: vec![],
-            extra_bytes: vec![],
-            author: None,
-        };
-        let bytes = Change::from(expanded).raw_bytes().to_vec();
+        let operations = (0..1_000_000).map(|_| put_null()).collect();
+        let bytes = change_of(ActorId::random(), 1, vec![], operations).raw_bytes().to_vec();
         assert!(bytes.len() < 100, "run lengths: {} bytes", bytes.len());
         // Refused by the count of its run lengths, before Automerge decodes anything.
         let refused = decode_change(bytes).unwrap_err();

@@ -308,23 +308,22 @@ impl HouseholdDocument {
     /// after: the change rebuilt from the document is the one given. A refused change is
     /// an error; the caller then takes the document back (`rewind`).
     pub fn apply_verified(&mut self, change: Change) -> Result<()> {
-        let unfit = |zh: String, en: String| Error::invalid(zh, en);
         if let Some(missing) = change.deps().iter().find(|d| !self.has_change(d)) {
-            return Err(unfit(format!("缺少它依赖的变更 {missing}"), format!("it depends on {missing}, which is not here")));
+            return Err(Error::invalid(
+                format!("缺少它依赖的变更 {missing}"),
+                format!("it depends on {missing}, which is not here"),
+            ));
         }
         if !self.follows_its_actor(&change) {
-            return Err(unfit(
-                "它与同一设备此前的变更不衔接".into(),
-                "it does not follow its device's previous change".into(),
-            ));
+            return Err(Error::invalid("它与同一设备此前的变更不衔接", "it does not follow its device's previous change"));
         }
         let before = self.heads();
         let hash = change.hash();
-        self.doc.apply_changes([change]).map_err(|e| unfit(e.to_string(), e.to_string()))?;
+        self.doc.apply_changes([change]).map_err(|e| Error::invalid(e.to_string(), e.to_string()))?;
         self.doc.reset_diff_cursor();
         let held = self.doc.get_changes(&before);
         if held.len() != 1 || held[0].hash() != hash {
-            return Err(unfit("其中的操作与文档不符".into(), "its operations do not fit the document".into()));
+            return Err(Error::invalid("其中的操作与文档不符", "its operations do not fit the document"));
         }
         Ok(())
     }
@@ -876,17 +875,55 @@ impl HouseholdDocument {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! What the document tests build on: a household, and changes made of given operations.
+
+    use automerge::legacy::Op;
+    use automerge::{ActorId, Change, ChangeHash};
+
+    use super::HouseholdDocument;
+    use crate::{Author, NewHousehold};
+
+    /// The author every document test writes as.
+    pub fn author() -> Author {
+        Author { member_id: "m1".into(), device_id: "phone".into() }
+    }
+
+    /// A household 王 of branch b1 and community c1, created on a new actor.
+    pub fn household() -> HouseholdDocument {
+        let new =
+            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
+        HouseholdDocument::create(&ActorId::random(), &author(), 1_000, &new).unwrap()
+    }
+
+    /// The first change of `actor`, with `operations` numbered from `start_op`, encoded as
+    /// Automerge encodes any change (its bytes decode, its checksum is right).
+    pub fn change_of(actor: ActorId, start_op: u64, deps: Vec<ChangeHash>, operations: Vec<Op>) -> Change {
+        Change::from(automerge::ExpandedChange {
+            operations,
+            actor_id: actor,
+            hash: None,
+            seq: 1,
+            start_op: start_op.try_into().unwrap(),
+            time: 0,
+            message: None,
+            deps,
+            extra_bytes: vec![],
+            author: None,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{author, household};
     use super::*;
 
     #[test]
     fn rewinding_takes_back_the_changes_applied_since_and_keeps_the_actor() {
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let new =
-            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut phone = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let author = author();
+        let mut phone = household();
         let server_actor = ActorId::random();
         let saved = phone.save();
         let mut server = HouseholdDocument::load(phone.id(), &saved, &server_actor).unwrap();
@@ -932,10 +969,8 @@ mod tests {
     }
 
     /// A household created on the server (its saved bytes) and a phone's copy of it.
-    fn server_and_phone(author: &Author) -> (HouseholdDocument, Vec<u8>, HouseholdDocument) {
-        let new =
-            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut server = HouseholdDocument::create(&ActorId::random(), author, 1_000, &new).unwrap();
+    fn server_and_phone() -> (HouseholdDocument, Vec<u8>, HouseholdDocument) {
+        let mut server = household();
         let saved = server.save();
         let phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
         (server, saved, phone)
@@ -958,8 +993,8 @@ mod tests {
 
     #[test]
     fn a_change_that_does_not_follow_its_device_is_refused_and_changes_nothing() {
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let (mut server, _, mut phone) = server_and_phone(&author);
+        let author = author();
+        let (mut server, _, mut phone) = server_and_phone();
         let base = phone.heads();
         let id = phone.id().to_string();
         phone.record_visit(&author, 2_000, &visit(&id, "第一次")).unwrap();
@@ -990,8 +1025,8 @@ mod tests {
     #[test]
     fn a_change_that_comes_back_as_another_is_refused_and_the_document_still_loads() {
         use sha2::{Digest, Sha256};
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let (mut server, saved, mut phone) = server_and_phone(&author);
+        let author = author();
+        let (mut server, saved, mut phone) = server_and_phone();
         let base = phone.heads();
         let id = phone.id().to_string();
         phone.record_visit(&author, 3_000, &visit(&id, "与家长交流了孩子的学习情况")).unwrap();

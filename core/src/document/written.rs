@@ -94,38 +94,23 @@ impl HouseholdDocument {
 #[cfg(test)]
 mod tests {
     use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
-    use automerge::{ActorId, Change, ObjType};
+    use automerge::{ActorId, ObjType};
 
-    use crate::document::HouseholdDocument;
-    use crate::{Author, NewHousehold};
+    use crate::document::fixtures::{change_of, household};
 
     #[test]
     fn an_object_made_inside_itself_has_no_path() {
-        let author = Author { member_id: "m1".into(), device_id: "phone".into() };
-        let new = NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        let mut doc = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+        let mut doc = household();
         let actor = ActorId::random();
         let start = 1_000;
-        let itself = ObjectId::Id(OpId::new(start, &actor));
         let made_inside_itself = Op {
             action: OpType::Make(ObjType::Map),
-            obj: itself,
+            obj: ObjectId::Id(OpId::new(start, &actor)),
             key: Key::Map("x".into()),
             pred: SortedVec::new(),
             insert: false,
         };
-        let change = Change::from(automerge::ExpandedChange {
-            operations: vec![made_inside_itself],
-            actor_id: actor,
-            hash: None,
-            seq: 1,
-            start_op: start.try_into().unwrap(),
-            time: 0,
-            message: None,
-            deps: doc.heads(),
-            extra_bytes: vec![],
-            author: None,
-        });
+        let change = change_of(actor, start, doc.heads(), vec![made_inside_itself]);
         doc.apply_verified(change.clone()).unwrap();
         // Its parent is itself: the walk up stops instead of running out of memory.
         assert_eq!(doc.paths_written_by(&change), vec![vec!["?".to_string()]]);
