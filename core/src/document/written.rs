@@ -112,7 +112,11 @@ mod tests {
         };
         let change = change_of(actor, start, doc.heads(), vec![made_inside_itself]);
         doc.apply_verified(change.clone()).unwrap();
-        // Its parent is itself: the walk up stops instead of running out of memory.
-        assert_eq!(doc.paths_written_by(&change), vec![vec!["?".to_string()]]);
+        // Its parent is itself: the walk up stops instead of running out of memory. On
+        // its own thread, so that a walk that does not stop fails the test, not hangs it.
+        let (done, paths) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(doc.paths_written_by(&change)));
+        let paths = paths.recv_timeout(std::time::Duration::from_secs(10)).expect("the walk up ends");
+        assert_eq!(paths, vec![vec!["?".to_string()]]);
     }
 }
