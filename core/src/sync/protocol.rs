@@ -116,6 +116,8 @@ pub struct SyncResponse {
 pub enum DecodeError {
     #[error("not zstd-compressed: {0}")]
     Compression(String),
+    #[error("{size} bytes once decompressed, over the limit of {limit}")]
+    TooLarge { size: u64, limit: usize },
     #[error("malformed message: {0}")]
     Format(String),
     #[error("protocol version {0} is not supported (this side speaks {PROTOCOL_VERSION})")]
@@ -143,8 +145,22 @@ fn encode_at<T: Serialize>(message: &T, level: i32) -> Vec<u8> {
 
 /// Decode a message, refusing more than `limit` bytes once decompressed.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
-    let raw = zstd::bulk::decompress(bytes, limit).map_err(|e| DecodeError::Compression(e.to_string()))?;
+    let raw = zstd::bulk::decompress(bytes, decompressed_size(bytes, limit)?)
+        .map_err(|e| DecodeError::Compression(e.to_string()))?;
     postcard::from_bytes(&raw).map_err(|e| DecodeError::Format(e.to_string()))
+}
+
+/// The buffer to decompress `bytes` into: the size its frame says (`encode` writes it),
+/// refused over `limit`; `limit` for a frame that does not say. Decompressing fails if
+/// the frame holds more than the buffer. Allocating the limit for every message (64 MiB
+/// on the server) cost a mapping and its unmapping per request.
+fn decompressed_size(bytes: &[u8], limit: usize) -> Result<usize, DecodeError> {
+    match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(size)) if size > limit as u64 => Err(DecodeError::TooLarge { size, limit }),
+        Ok(Some(size)) => Ok(size as usize),
+        Ok(None) => Ok(limit),
+        Err(_) => Err(DecodeError::Compression("no zstd frame header".into())),
+    }
 }
 
 impl SyncRequest {
@@ -183,5 +199,54 @@ impl SyncResponse {
             return Err(DecodeError::Version(response.version));
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushing(bytes: Vec<u8>) -> SyncRequest {
+        SyncRequest::new(None, vec![PushedChange { household_id: "h1".into(), bytes }])
+    }
+
+    #[test]
+    fn a_message_is_refused_when_its_frame_says_it_is_over_the_limit() {
+        let wire = encode(&pushing(vec![0; 4 * 1024 * 1024]));
+        assert!(wire.len() < 1024, "zeros compress: {}", wire.len());
+        let refused = SyncRequest::decode(&wire, 1024 * 1024).unwrap_err();
+        assert!(matches!(refused, DecodeError::TooLarge { limit: 1_048_576, size } if size > 4 * 1024 * 1024));
+        assert_eq!(SyncRequest::decode(&wire, 8 * 1024 * 1024).unwrap().changes[0].bytes.len(), 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_frame_that_holds_more_than_it_says_or_does_not_say_is_held_to_the_limit() {
+        let raw = postcard::to_allocvec(&pushing(vec![7; 100_000])).unwrap();
+        // A frame without its size (a streaming encoder): decoded within the limit, and
+        // refused over it.
+        let mut unsized_frame = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        unsized_frame.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut unsized_frame, &raw).unwrap();
+        let unsized_frame = unsized_frame.finish().unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&unsized_frame).unwrap(), None);
+        assert_eq!(SyncRequest::decode(&unsized_frame, 200_000).unwrap().changes[0].bytes, vec![7; 100_000]);
+        assert!(matches!(SyncRequest::decode(&unsized_frame, 50_000), Err(DecodeError::Compression(_))));
+
+        // A frame that says it holds less than it does.
+        let mut lying = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        lying.set_pledged_src_size(Some(raw.len() as u64)).unwrap();
+        std::io::Write::write_all(&mut lying, &raw).unwrap();
+        let mut lying = lying.finish().unwrap();
+        let said = zstd::zstd_safe::get_frame_content_size(&lying).unwrap();
+        assert_eq!(said, Some(raw.len() as u64));
+        // The frame header's last four bytes hold the size (a single-segment frame of
+        // more than 65,791 bytes): say 1,000.
+        let header = 4 + 1 + 4;
+        lying[header - 4..header].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&lying).unwrap(), Some(1000));
+        assert!(matches!(SyncRequest::decode(&lying, 200_000), Err(DecodeError::Compression(_))));
+
+        // Not zstd at all.
+        assert!(matches!(SyncRequest::decode(b"{\"version\":1}", 200_000), Err(DecodeError::Compression(_))));
     }
 }
