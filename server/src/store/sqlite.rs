@@ -91,7 +91,7 @@ const WRITER_CHECKPOINT_PAGES: i64 = 100_000;
 /// commit, writes them again when they change once more, and at the commit re-checksums
 /// every frame after the first one rewritten: all on the writer thread, while no batch
 /// merges.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 pub struct SqliteStore {
     store: Store,
