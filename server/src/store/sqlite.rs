@@ -90,7 +90,9 @@ const WRITER_CHECKPOINT_PAGES: i64 = 100_000;
 /// several thousand pages; with the default, SQLite spills them to the log before the
 /// commit, writes them again when they change once more, and at the commit re-checksums
 /// every frame after the first one rewritten: all on the writer thread, while no batch
-/// merges.
+/// merges. Profiled during a burst of pushes, that was 6% of the server's CPU with 2 MiB
+/// and 2% with 16 MiB; 64 MiB saved a little more of it but spent it again on fresh
+/// memory (page zeroing), for 50 MB more RSS.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 pub struct SqliteStore {
