@@ -38,7 +38,8 @@
 //! dir); `DOORSTEP_BENCH_REPLICA=0` (skip the replica first sync);
 //! `DOORSTEP_BENCH_MAX_SERVER_RSS_MB` (kill the run if the server grows past it, default
 //! 10240); `DOORSTEP_BENCH_PROFILE_PAUSE=<s>` (print the server pid and wait before the
-//! concurrent pushes, to attach a profiler).
+//! concurrent pushes, to attach a profiler); `DOORSTEP_BENCH_SERVER` (another server
+//! binary to run, e.g. an older build: `scripts/bench-side-by-side.sh` alternates them).
 //!
 //! Bytes are HTTP payload bytes (request and response bodies), for both protocols;
 //! HTTP headers are not counted. See `docs/sync-benchmark.md` for the results.
@@ -58,7 +59,12 @@ use doorstep_tests::district::{self as data, NoteContext, DAY_MS, SCHOOL_YEAR_ST
 use rand::prelude::*;
 use serde_json::{json, Value};
 
-const SERVER_BIN: &str = env!("CARGO_BIN_EXE_doorstep-server");
+/// The server binary to run: `DOORSTEP_BENCH_SERVER`, or the one cargo built with the bench.
+fn server_bin() -> PathBuf {
+    std::env::var_os("DOORSTEP_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_doorstep-server")))
+}
 /// Largest response accepted once decompressed.
 const MAX_DECODED: usize = 512 * 1024 * 1024;
 /// Households per CSV import request (one transaction each).
@@ -241,7 +247,7 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(SERVER_BIN)
+        let mut child = Command::new(server_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -322,7 +328,7 @@ fn clock_ticks() -> u64 {
 }
 
 fn create_admin(data_dir: &Path) -> String {
-    let out = Command::new(SERVER_BIN)
+    let out = Command::new(server_bin())
         .args(["admin", "--data-dir"])
         .arg(data_dir)
         .args(["create-admin", "admin", "管理员"])
