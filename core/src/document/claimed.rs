@@ -110,31 +110,20 @@ impl<'a> Reader<'a> {
 
     /// An unsigned LEB128 number.
     fn uint(&mut self) -> Result<u64, String> {
-        let (value, _) = self.leb()?;
-        Ok(value)
+        self.number(leb128::read::unsigned)
     }
 
     /// A signed LEB128 number.
     fn int(&mut self) -> Result<i64, String> {
-        let (value, bits) = self.leb()?;
-        // Sign-extend from the last group's sign bit.
-        Ok(if bits < 64 && value & (1 << (bits - 1)) != 0 { (value | (u64::MAX << bits)) as i64 } else { value as i64 })
+        self.number(leb128::read::signed)
     }
 
-    /// The bits of a LEB128 number, and how many bits its groups hold.
-    fn leb(&mut self) -> Result<(u64, u32), String> {
-        let (mut value, mut shift) = (0u64, 0u32);
-        loop {
-            let byte = self.take(1)?[0];
-            if shift >= 64 {
-                return Err("a number too long".into());
-            }
-            value |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                return Ok((value, shift));
-            }
-        }
+    fn number<T>(&mut self, read: fn(&mut &'a [u8]) -> Result<T, leb128::read::Error>) -> Result<T, String> {
+        let mut rest = &self.bytes[self.at..];
+        let before = rest.len();
+        let value = read(&mut rest).map_err(|e| format!("a malformed number: {e}"))?;
+        self.at += before - rest.len();
+        Ok(value)
     }
 
     fn bytes_with_len(&mut self) -> Result<&'a [u8], String> {
