@@ -5,7 +5,7 @@
 //! integrity, every visit the child reported as recorded (in any round) present in the
 //! household's document, and the projection's visit count agreeing with the document.
 //!
-//! The random delays come from a xorshift generator; set `DOORSTEP_CRASH_SEED` to replay a
+//! The random delays come from a seeded `StdRng`; set `DOORSTEP_CRASH_SEED` to replay a
 //! run (the seed used is printed), `DOORSTEP_CRASH_ROUNDS` to change the number of kills.
 #![cfg(unix)]
 
