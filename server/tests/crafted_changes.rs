@@ -17,9 +17,8 @@ use automerge::ActorId;
 use doorstep_core::document::HouseholdDocument;
 use doorstep_core::sync::protocol::{self, Outcome, PushedChange, SyncRequest, SyncResponse};
 use doorstep_core::{Author, VisitUpdate};
-use rand::Rng;
+use doorstep_tests::altered::altered;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use support::*;
 
 /// Altered changes pushed, one request each.
@@ -47,23 +46,6 @@ fn received_whole(district: &District, member: &str, household: &str) -> HashSet
     let mut again = HouseholdDocument::load(household, &saved, &actor).expect("its saved copy loads");
     assert_eq!(again.heads(), received.heads(), "saved again, the household keeps its heads");
     again.changes_since(&[]).iter().map(|c| c.hash().0).collect()
-}
-
-/// `change` with 1-3 bytes after its header altered, and its checksum (the first four
-/// bytes of the SHA-256 of everything after the header) recomputed to match.
-fn altered(change: &[u8], rng: &mut impl Rng) -> Vec<u8> {
-    let mut bytes = change.to_vec();
-    for _ in 0..rng.random_range(1..=3) {
-        let at = rng.random_range(8..bytes.len());
-        bytes[at] = match rng.random_range(0..3) {
-            0 => bytes[at] ^ (1 << rng.random_range(0..8)),
-            1 => rng.random(),
-            _ => bytes[at].wrapping_add(1),
-        };
-    }
-    let hash = Sha256::digest(&bytes[8..]);
-    bytes[4..8].copy_from_slice(&hash[..4]);
-    bytes
 }
 
 #[test]
