@@ -497,6 +497,7 @@ impl Replica {
 
     fn apply_imports(inner: &mut Inner, decoded: Vec<(String, Vec<Change>)>) -> Result<ImportReport> {
         let mut report = ImportReport::default();
+        let decoded = decoded.into_iter().map(|(id, changes)| (id, Incoming::Changes(changes))).collect();
         let mut prepared = prepare_imports(inner, decoded, &mut report)?;
         let tx = inner.store.transaction()?;
         write_imports(&tx, &mut prepared, &mut report)?;
@@ -522,19 +523,43 @@ pub(crate) struct PreparedImport {
     view: View,
 }
 
-/// Apply decoded changes to the documents in memory (with the changes that were
-/// waiting for them). Nothing is stored until `write_imports`.
+/// What arrived for one household.
+pub(crate) enum Incoming {
+    /// Changes, in any order; those whose dependencies are missing wait.
+    Changes(Vec<Change>),
+    /// The whole document, as saved (a household new to this replica, or rebuilt from
+    /// the server's copy), and loaded from those bytes with the replica's actor.
+    Whole { doc: HouseholdDocument, saved: Vec<u8> },
+}
+
+/// Apply what arrived to the documents in memory (with the changes that were waiting
+/// for it). Nothing is stored until `write_imports`. `report.changes_applied` does not
+/// count the changes of a whole document stored as it came.
 pub(crate) fn prepare_imports(
     inner: &mut Inner,
-    decoded: Vec<(String, Vec<Change>)>,
+    decoded: Vec<(String, Incoming)>,
     report: &mut ImportReport,
 ) -> Result<Vec<PreparedImport>> {
     let mut prepared = Vec::new();
-    for (household_id, mut changes) in decoded {
-        let mut doc = match inner.take(&household_id) {
-            Ok(doc) => doc,
-            Err(Error::NotFound { .. }) => HouseholdDocument::empty(&household_id, &inner.actor),
+    for (household_id, incoming) in decoded {
+        let held = match inner.take(&household_id) {
+            // Empty: the household was heard of only through changes still waiting.
+            Ok(mut doc) => (!doc.heads().is_empty()).then_some(doc),
+            Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
+        };
+        let (mut doc, mut increment, mut changes) = match (held, incoming) {
+            // New here: the document as it came, stored as it is, its history not applied
+            // again change by change (a coordinator's first sync is thousands of these).
+            (None, Incoming::Whole { doc, saved }) => (doc, saved, Vec::new()),
+            (held, incoming) => {
+                let changes = match incoming {
+                    Incoming::Changes(changes) => changes,
+                    Incoming::Whole { mut doc, .. } => doc.changes_since(&[]),
+                };
+                let doc = held.unwrap_or_else(|| HouseholdDocument::empty(&household_id, &inner.actor));
+                (doc, Vec::new(), changes)
+            }
         };
         changes.extend(inner.store.pending_changes(&household_id)?.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
         let before = doc.heads();
@@ -542,7 +567,7 @@ pub(crate) fn prepare_imports(
         report.changes_applied += applied.applied as u32;
         report.changes_waiting += applied.waiting.len() as u32;
         let waiting = outbox_entries(applied.waiting);
-        let increment = doc.save_after(&before);
+        increment.extend(doc.save_after(&before));
         let view = if increment.is_empty() { View::default() } else { doc.view(&Scope::Everything)? };
         prepared.push(PreparedImport { doc, increment, waiting, view });
     }

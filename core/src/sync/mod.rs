@@ -18,13 +18,13 @@ pub mod protocol;
 
 use std::collections::BTreeSet;
 
-use automerge::{Change, ChangeHash};
+use automerge::ChangeHash;
 
 use crate::document::{decode_change, HouseholdDocument};
 use crate::error::{Error, Result};
 use crate::exchange::ImportReport;
 use crate::listener::{ChangeEvent, ChangeOrigin};
-use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, OutboxEntry, Replica};
+use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, Incoming, OutboxEntry, Replica};
 use protocol::*;
 
 const POSITION_KEY: &str = "sync_position";
@@ -117,23 +117,22 @@ impl Replica {
     /// data does not decode.
     pub fn apply_sync_response(&self, response: SyncResponse) -> Result<SyncStep> {
         let mut step = SyncStep::default();
-        let mut decoded: Vec<(String, Vec<Change>)> = Vec::new();
+        let actor = self.lock().actor.clone();
+        let mut decoded: Vec<(String, Incoming)> = Vec::new();
         for data in &response.data {
             let bad = |e: String| Error::Server {
                 status: 200,
                 message: format!("household {} in the response cannot be decoded: {e}", data.household_id),
             };
-            let mut changes = Vec::new();
-            for chunk in &data.chunks {
-                if data.whole {
-                    let mut doc = HouseholdDocument::load(&data.household_id, chunk, &automerge::ActorId::random())
-                        .map_err(|e| bad(e.to_string()))?;
-                    changes.extend(doc.changes_since(&[]));
-                } else {
-                    changes.push(decode_change(chunk.to_vec()).map_err(bad)?);
-                }
-            }
-            decoded.push((data.household_id.clone(), changes));
+            let incoming = if data.whole {
+                let saved: Vec<u8> = data.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
+                let doc = HouseholdDocument::load(&data.household_id, &saved, &actor).map_err(|e| bad(e.to_string()))?;
+                Incoming::Whole { doc, saved }
+            } else {
+                let changes = data.chunks.iter().map(|chunk| decode_change(chunk.to_vec()));
+                Incoming::Changes(changes.collect::<std::result::Result<_, _>>().map_err(bad)?)
+            };
+            decoded.push((data.household_id.clone(), incoming));
         }
 
         let mut guard = self.lock();
@@ -222,5 +221,96 @@ impl Replica {
         changed.extend(step.households_removed.iter().cloned());
         self.listeners.notify(ChangeEvent { household_ids: changed, origin: ChangeOrigin::Remote });
         Ok(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Whole documents in a server's answer.
+
+    use super::*;
+    use crate::exchange::HouseholdHeads;
+    use crate::{NewHousehold, NewVisit, VisitMode, VisitTopic};
+
+    fn visit(household_id: &str, started_at_ms: i64, notes: &str) -> NewVisit {
+        NewVisit {
+            household_id: household_id.into(),
+            visitors: vec![],
+            started_at_ms,
+            ended_at_ms: None,
+            mode: VisitMode::InPerson,
+            people_met: vec!["母亲".into()],
+            topics: vec![VisitTopic::FamilyEducation],
+            notes: notes.into(),
+            follow_up_on: None,
+            location: None,
+        }
+    }
+
+    fn sorted(mut heads: Vec<HouseholdHeads>) -> Vec<HouseholdHeads> {
+        for h in &mut heads {
+            h.heads.sort();
+        }
+        heads
+    }
+
+    #[test]
+    fn a_whole_document_new_here_is_stored_as_it_came_with_the_changes_that_waited_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let phone = Replica::open(dir.path().join("phone.sqlite3"), "m-1", "d-1").unwrap();
+        let household = phone
+            .create_household(&NewHousehold {
+                family_name: "王".into(),
+                address: "平洲路 1 号".into(),
+                community_id: "c-1".into(),
+                branch_id: "b-1".into(),
+                assigned_members: vec!["m-1".into()],
+                ..NewHousehold::default()
+            })
+            .unwrap();
+        phone.record_visit(&visit(&household.id, 1_700_000_000_000, "第一次走访")).unwrap();
+        let saved = phone.lock().store.document_bytes(&household.id).unwrap().unwrap();
+        let heads_saved = phone.heads().unwrap();
+        phone.record_visit(&visit(&household.id, 1_700_100_000_000, "第二次走访")).unwrap();
+        let later = phone.export_changes(&heads_saved).unwrap();
+        assert_eq!(later[0].changes.len(), 1);
+
+        let path = dir.path().join("coordinator.sqlite3");
+        let coordinator = Replica::open(&path, "sec-1", "d-2").unwrap();
+        // The later change arrives first (from a peer) and waits for its dependencies.
+        assert_eq!(coordinator.import_changes(&later).unwrap().changes_waiting, 1);
+        let answer = SyncResponse {
+            version: PROTOCOL_VERSION,
+            acks: vec![],
+            data: vec![HouseholdData {
+                household_id: household.id.clone(),
+                chunks: vec![saved.into()],
+                whole: true,
+            }],
+            removed: vec![],
+            position: Position { epoch: "e".into(), seq: 1, grant: 1 },
+            more: false,
+            reconcile_needed: false,
+            server_heads: vec![],
+        };
+        let step = coordinator.apply_sync_response(answer).unwrap();
+        assert_eq!(step.households_changed, vec![household.id.clone()]);
+        assert_eq!(sorted(coordinator.heads().unwrap()), sorted(phone.heads().unwrap()));
+        assert_eq!(coordinator.visits(&household.id).unwrap().len(), 2);
+
+        // Edited further under the replica's own actor (the document stays in memory).
+        let before = coordinator.heads().unwrap();
+        coordinator.record_visit(&visit(&household.id, 1_700_200_000_000, "书记回访")).unwrap();
+        let news = coordinator.export_changes(&before).unwrap();
+        let change = automerge::Change::from_bytes(news[0].changes[0].clone()).unwrap();
+        assert_eq!(change.actor_id(), &coordinator.lock().actor);
+        assert_eq!(phone.import_changes(&news).unwrap().changes_applied, 1);
+        assert_eq!(phone.visits(&household.id).unwrap().len(), 3);
+
+        // And stored: reopened, the replica has all three.
+        drop(coordinator);
+        let coordinator = Replica::open(&path, "sec-1", "d-2").unwrap();
+        assert_eq!(sorted(coordinator.heads().unwrap()), sorted(phone.heads().unwrap()));
+        assert_eq!(coordinator.visits(&household.id).unwrap().len(), 3);
     }
 }
