@@ -176,7 +176,7 @@ pub async fn sync_with<T: SyncTransport + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Mutex;
 
     use super::*;
@@ -213,7 +213,8 @@ mod tests {
         }
     }
 
-    fn replica_with_a_change() -> (tempfile::TempDir, Replica) {
+    /// A member's replica (`r.sqlite3` in the directory) with one household it created.
+    pub(in crate::sync) fn replica_with_a_change() -> (tempfile::TempDir, Replica) {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(dir.path().join("r.sqlite3"), "m-1", "d-1").unwrap();
         replica

@@ -230,7 +230,7 @@ mod tests {
 
     use super::*;
     use crate::exchange::HouseholdHeads;
-    use crate::{NewHousehold, NewVisit, VisitMode, VisitTopic};
+    use crate::{NewVisit, VisitMode, VisitTopic};
 
     fn visit(household_id: &str, started_at_ms: i64, notes: &str) -> NewVisit {
         NewVisit {
@@ -256,18 +256,8 @@ mod tests {
 
     #[test]
     fn a_whole_document_new_here_is_stored_as_it_came_with_the_changes_that_waited_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let phone = Replica::open(dir.path().join("phone.sqlite3"), "m-1", "d-1").unwrap();
-        let household = phone
-            .create_household(&NewHousehold {
-                family_name: "王".into(),
-                address: "平洲路 1 号".into(),
-                community_id: "c-1".into(),
-                branch_id: "b-1".into(),
-                assigned_members: vec!["m-1".into()],
-                ..NewHousehold::default()
-            })
-            .unwrap();
+        let (dir, phone) = client::tests::replica_with_a_change();
+        let household = phone.list_households().unwrap().remove(0);
         phone.record_visit(&visit(&household.id, 1_700_000_000_000, "第一次走访")).unwrap();
         let saved = phone.lock().store.document_bytes(&household.id).unwrap().unwrap();
         let heads_saved = phone.heads().unwrap();
