@@ -877,13 +877,14 @@ impl HouseholdDocument {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    //! What the document tests build on: a household, and changes made of given operations.
+    //! What the core's tests build on: a household, a visit, and changes made of given
+    //! operations.
 
     use automerge::legacy::Op;
     use automerge::{ActorId, Change, ChangeHash};
 
     use super::HouseholdDocument;
-    use crate::{Author, NewHousehold};
+    use crate::{Author, NewHousehold, NewVisit, VisitMode, VisitTopic};
 
     /// The author every document test writes as.
     pub fn author() -> Author {
@@ -895,6 +896,22 @@ pub(crate) mod fixtures {
         let new =
             NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
         HouseholdDocument::create(&ActorId::random(), &author(), 1_000, &new).unwrap()
+    }
+
+    /// An in-person visit to `household_id` with `notes`.
+    pub fn visit(household_id: &str, notes: &str) -> NewVisit {
+        NewVisit {
+            household_id: household_id.into(),
+            visitors: vec![],
+            started_at_ms: 2_000,
+            ended_at_ms: Some(3_000),
+            mode: VisitMode::InPerson,
+            people_met: vec!["母亲 李芳".into()],
+            topics: vec![VisitTopic::FamilyEducation],
+            notes: notes.into(),
+            follow_up_on: None,
+            location: None,
+        }
     }
 
     /// The first change of `actor`, with `operations` numbered from `start_op`, encoded as
@@ -917,7 +934,7 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{author, household};
+    use super::fixtures::{author, household, visit};
     use super::*;
 
     #[test]
@@ -974,21 +991,6 @@ mod tests {
         let saved = server.save();
         let phone = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
         (server, saved, phone)
-    }
-
-    fn visit(household_id: &str, notes: &str) -> NewVisit {
-        NewVisit {
-            household_id: household_id.into(),
-            visitors: vec![],
-            started_at_ms: 2_000,
-            ended_at_ms: Some(3_000),
-            mode: VisitMode::InPerson,
-            people_met: vec!["母亲 李芳".into()],
-            topics: vec![VisitTopic::FamilyEducation],
-            notes: notes.into(),
-            follow_up_on: None,
-            location: None,
-        }
     }
 
     #[test]

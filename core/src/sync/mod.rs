@@ -230,22 +230,7 @@ mod tests {
 
     use super::*;
     use crate::exchange::HouseholdHeads;
-    use crate::{NewVisit, VisitMode, VisitTopic};
-
-    fn visit(household_id: &str, started_at_ms: i64, notes: &str) -> NewVisit {
-        NewVisit {
-            household_id: household_id.into(),
-            visitors: vec![],
-            started_at_ms,
-            ended_at_ms: None,
-            mode: VisitMode::InPerson,
-            people_met: vec!["母亲".into()],
-            topics: vec![VisitTopic::FamilyEducation],
-            notes: notes.into(),
-            follow_up_on: None,
-            location: None,
-        }
-    }
+    use crate::document::fixtures::visit;
 
     fn sorted(mut heads: Vec<HouseholdHeads>) -> Vec<HouseholdHeads> {
         for h in &mut heads {
@@ -258,10 +243,10 @@ mod tests {
     fn a_whole_document_new_here_is_stored_as_it_came_with_the_changes_that_waited_for_it() {
         let (dir, phone) = client::tests::replica_with_a_change();
         let household = phone.list_households().unwrap().remove(0);
-        phone.record_visit(&visit(&household.id, 1_700_000_000_000, "第一次走访")).unwrap();
+        phone.record_visit(&visit(&household.id, "第一次走访")).unwrap();
         let saved = phone.lock().store.document_bytes(&household.id).unwrap().unwrap();
         let heads_saved = phone.heads().unwrap();
-        phone.record_visit(&visit(&household.id, 1_700_100_000_000, "第二次走访")).unwrap();
+        phone.record_visit(&visit(&household.id, "第二次走访")).unwrap();
         let later = phone.export_changes(&heads_saved).unwrap();
         assert_eq!(later[0].changes.len(), 1);
 
@@ -290,7 +275,7 @@ mod tests {
 
         // Edited further under the replica's own actor (the document stays in memory).
         let before = coordinator.heads().unwrap();
-        coordinator.record_visit(&visit(&household.id, 1_700_200_000_000, "书记回访")).unwrap();
+        coordinator.record_visit(&visit(&household.id, "书记回访")).unwrap();
         let news = coordinator.export_changes(&before).unwrap();
         let change = automerge::Change::from_bytes(news[0].changes[0].clone()).unwrap();
         assert_eq!(change.actor_id(), &coordinator.lock().actor);
