@@ -74,6 +74,8 @@ impl<S: ServerStore> Engine<S> {
             let tx = self.store.begin()?;
             let mut docs = Documents { cache: &mut self.cache, working: &mut working, actor: &self.actor };
             let out = f(&tx, &mut docs)?;
+            #[cfg(test)]
+            tests::commit_fault()?;
             tx.commit()?;
             out
         };
@@ -83,14 +85,47 @@ impl<S: ServerStore> Engine<S> {
 
     /// Handle sync requests together in one transaction; on failure, one by one.
     pub fn sync_batch(&mut self, jobs: Vec<SyncJob>) -> Vec<Result<SyncResponse>> {
-        match self.write(|tx, docs| sync_jobs(tx, docs, &jobs)) {
-            Ok(responses) => responses,
-            // The batch was abandoned (its transaction rolled back): each request alone.
-            Err(_) if jobs.len() > 1 => jobs
-                .iter()
-                .map(|job| self.write(|tx, docs| sync_jobs(tx, docs, std::slice::from_ref(job))).and_then(single))
-                .collect(),
-            Err(e) => vec![Err(e)],
+        self.sync_batch_then(Batch::new(jobs), Vec::new).0
+    }
+
+    /// Handle `batch` in one transaction (on failure, one request at a time). Before
+    /// committing, take the requests waiting now (`next`) and start them: their sessions
+    /// are opened and their pushes read inside this transaction, which has just written
+    /// what they depend on, and they merge on other threads while it commits. Returned
+    /// with this batch's answers, to be handed back here next. If the commit fails, what
+    /// was started read what was rolled back: it is returned not started, and begins
+    /// again from the store.
+    pub fn sync_batch_then(
+        &mut self,
+        batch: Batch,
+        next: impl FnOnce() -> Vec<SyncJob>,
+    ) -> (Vec<Result<SyncResponse>>, Option<Batch>) {
+        let Batch { jobs, started } = batch;
+        let mut following = None;
+        let done = self.write(|tx, docs| {
+            let responses = match started {
+                Some(round) => finish_round(tx, docs, &jobs.iter().collect::<Vec<_>>(), round)?,
+                None => sync_jobs(tx, docs, &jobs)?,
+            };
+            following = Some(next()).filter(|jobs| !jobs.is_empty()).map(|jobs| start_batch(tx, docs, jobs));
+            Ok(responses)
+        });
+        match done {
+            Ok(responses) => (responses, following),
+            Err(e) => {
+                let following = following.map(|b| Batch::new(b.jobs));
+                // The batch was abandoned (its transaction rolled back): each request alone.
+                let responses = if jobs.len() > 1 {
+                    jobs.iter()
+                        .map(|job| {
+                            self.write(|tx, docs| sync_jobs(tx, docs, std::slice::from_ref(job))).and_then(single)
+                        })
+                        .collect()
+                } else {
+                    vec![Err(e)]
+                };
+                (responses, following)
+            }
         }
     }
 
@@ -156,6 +191,41 @@ impl<S: ServerStore> Engine<S> {
             }
             Ok(())
         })
+    }
+}
+
+/// Sync requests handled together, in one transaction.
+pub struct Batch {
+    pub jobs: Vec<SyncJob>,
+    /// Started inside the previous batch's transaction (see `Engine::sync_batch_then`).
+    started: Option<Round>,
+}
+
+impl Batch {
+    pub fn new(jobs: Vec<SyncJob>) -> Batch {
+        Batch { jobs, started: None }
+    }
+
+    /// Whether it was started inside the transaction before its own.
+    pub fn started(&self) -> bool {
+        self.started.is_some()
+    }
+}
+
+/// Start `jobs` inside the transaction before theirs: open their sessions and start
+/// merging their pushes. Only a batch of one round (no device twice) is started; a failure
+/// to start leaves it to begin from the store in its own transaction.
+fn start_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: Vec<SyncJob>) -> Batch {
+    let mut devices = HashSet::new();
+    if !jobs.iter().all(|job| devices.insert(job.token_hash.as_str())) {
+        return Batch::new(jobs);
+    }
+    match start_round(tx, docs, &jobs.iter().collect::<Vec<_>>()) {
+        Ok(round) => Batch { jobs, started: Some(round) },
+        Err(e) => {
+            tracing::warn!("the next batch could not be started early, it starts alone: {e}");
+            Batch::new(jobs)
+        }
     }
 }
 
@@ -363,8 +433,7 @@ fn log_intact(tx: &impl WriteTx, epoch: &str, position_epoch: &str) -> Result<bo
 }
 
 /// A sync request being handled: who sent it, and where its position stands.
-struct Session<'j> {
-    job: &'j SyncJob,
+struct Session {
     device: Device,
     member: Member,
     epoch: String,
@@ -377,7 +446,7 @@ struct Session<'j> {
     held: HashSet<String>,
 }
 
-fn open_session<'j>(tx: &impl WriteTx, job: &'j SyncJob) -> Result<Session<'j>> {
+fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
     let (device, member) = authenticate(tx, &job.token_hash)?;
     let request = &job.request;
     let epoch = tx.epoch()?;
@@ -393,7 +462,7 @@ fn open_session<'j>(tx: &impl WriteTx, job: &'j SyncJob) -> Result<Session<'j>> 
     }
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
     let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
-    Ok(Session { job, device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held })
+    Ok(Session { device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held })
 }
 
 /// Handle a batch's sync requests inside its transaction. A device's requests go in turn
@@ -420,7 +489,18 @@ fn sync_jobs(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[SyncJob]) -> R
 /// household by household, see `merge`), then every request's answer. An unknown or
 /// revoked token fails its own request only.
 fn sync_round(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[&SyncJob]) -> Result<Vec<Result<SyncResponse>>> {
-    // `None`: an unknown or revoked token.
+    let round = start_round(tx, docs, jobs)?;
+    finish_round(tx, docs, jobs, round)
+}
+
+/// A round whose sessions are open and whose pushes are merging.
+struct Round {
+    /// One per request; `None`: an unknown or revoked token.
+    sessions: Vec<Option<Session>>,
+    merges: merge::Merges,
+}
+
+fn start_round(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[&SyncJob]) -> Result<Round> {
     let mut sessions = Vec::with_capacity(jobs.len());
     for job in jobs {
         match open_session(tx, job) {
@@ -429,26 +509,44 @@ fn sync_round(tx: &impl WriteTx, docs: &mut Documents<'_>, jobs: &[&SyncJob]) ->
             Err(e) => return Err(e),
         }
     }
-    let pushers: Vec<merge::Pusher<'_>> = sessions
-        .iter()
-        .flatten()
-        .map(|s| merge::Pusher {
-            device_id: &s.device.id,
-            member: &s.member,
-            changes: &s.job.changes,
-            in_scope: &s.in_scope,
-            held: &s.held,
-        })
-        .collect();
-    let mut acks = merge::push_batch(tx, docs, &pushers)?.into_iter();
+    let merges = merge::Merges::start(tx, docs, &pushers(&sessions, jobs))?;
+    Ok(Round { sessions, merges })
+}
+
+/// Store what a round merged, then answer each request.
+fn finish_round(
+    tx: &impl WriteTx,
+    docs: &mut Documents<'_>,
+    jobs: &[&SyncJob],
+    round: Round,
+) -> Result<Vec<Result<SyncResponse>>> {
+    let Round { sessions, merges } = round;
+    let mut acks = merges.finish(tx, docs, &pushers(&sessions, jobs))?.into_iter();
     let mut out = Vec::with_capacity(jobs.len());
-    for session in &sessions {
+    for (session, job) in sessions.iter().zip(jobs) {
         out.push(match session {
-            Some(session) => Ok(answer(tx, docs, session, acks.next().unwrap_or_default())?),
+            Some(session) => Ok(answer(tx, docs, job, session, acks.next().unwrap_or_default())?),
             None => Err(ServerError::Unauthorized),
         });
     }
     Ok(out)
+}
+
+/// The requests of a round with a session, as far as pushing goes.
+fn pushers<'a>(sessions: &'a [Option<Session>], jobs: &[&'a SyncJob]) -> Vec<merge::Pusher<'a>> {
+    sessions
+        .iter()
+        .zip(jobs)
+        .filter_map(|(session, job)| {
+            session.as_ref().map(|s| merge::Pusher {
+                device_id: &s.device.id,
+                member: &s.member,
+                changes: &job.changes,
+                in_scope: &s.in_scope,
+                held: &s.held,
+            })
+        })
+        .collect()
 }
 
 /// The one answer of a batch of one.
@@ -457,8 +555,8 @@ fn single(mut responses: Vec<Result<SyncResponse>>) -> Result<SyncResponse> {
 }
 
 /// A request's answer: its acknowledgements, then what the device lacks in its scope.
-fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, acks: Vec<Ack>) -> Result<SyncResponse> {
-    let Session { job, device, member, epoch, grant, max_seq_before, recognised, client, held, .. } = session;
+fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &Session, acks: Vec<Ack>) -> Result<SyncResponse> {
+    let Session { device, member, epoch, grant, max_seq_before, recognised, client, held, .. } = session;
     let (request, grant, max_seq_before, recognised) = (&job.request, *grant, *max_seq_before, *recognised);
 
     // ----- pulls -------------------------------------------------------------------------
@@ -588,4 +686,100 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, session: &Session<'_>, ac
         response.position.grant = grant;
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    //! A batch started inside the transaction before its own, when that transaction then
+    //! fails to commit, begins again from the store: nothing it read of the rolled-back
+    //! batch is kept.
+
+    use std::cell::Cell;
+
+    use doorstep_core::sync::protocol::Outcome;
+
+    use super::*;
+    use crate::merge::tests::{district, household, job, phone, record_visits, visits_on};
+
+    thread_local! {
+        /// Fail the next commit on this thread (once): its transaction rolls back. Per
+        /// thread, so that tests running alongside commit as usual.
+        static FAIL_NEXT_COMMIT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(super) fn commit_fault() -> Result<()> {
+        if FAIL_NEXT_COMMIT.replace(false) {
+            return Err(ServerError::Internal("test fault: the commit failed".into()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_started_before_a_commit_that_failed_begins_again_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        let h2 = household(&mut engine, "乙", "m2");
+        let (p1, first1) = phone(&mut engine, "m1");
+        let (p2, first2) = phone(&mut engine, "m2");
+        // Two visits to h1, the second after the first; one to h2.
+        let on_h1 = record_visits(&p1, &first1, |_| 2);
+        let on_h2 = record_visits(&p2, &first2, |_| 1);
+        let (a1, a2) = (vec![on_h1[0].clone()], vec![on_h1[1].clone()]);
+
+        // The first batch pushes h1's first visit; the next one, waiting meanwhile, its
+        // second visit (from the same phone, sent again) and h2's visit.
+        let next = vec![
+            job(&p1.token, Some(first1.position.clone()), a2),
+            job(&p2.token, Some(first2.position.clone()), on_h2),
+        ];
+        FAIL_NEXT_COMMIT.set(true);
+        let (answers, following) =
+            engine.sync_batch_then(Batch::new(vec![job(&p1.token, Some(first1.position.clone()), a1)]), || next);
+        assert!(!FAIL_NEXT_COMMIT.get(), "the commit was reached and failed");
+        assert!(answers[0].as_ref().is_err_and(|e| e.to_string().contains("test fault")), "{answers:?}");
+        let following = following.expect("the waiting requests come back");
+        assert!(!following.started(), "what was started read the rolled-back batch, so it begins again");
+
+        // Handled from the store, the second visit lacks the first (the phone keeps both
+        // and pushes them again); h2's visit merges.
+        let (answers, after) = engine.sync_batch_then(following, Vec::new);
+        assert!(after.is_none());
+        let outcomes: Vec<&Outcome> = answers.iter().map(|a| &a.as_ref().unwrap().acks[0].outcome).collect();
+        assert!(
+            matches!(outcomes[0], Outcome::Quarantined { reason } if reason.contains(&on_h1[0].1.hash().to_string())),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[1], &Outcome::Accepted);
+        assert_eq!((visits_on(&mut engine, &admin_token, &h1), visits_on(&mut engine, &admin_token, &h2)), (0, 1));
+    }
+
+    #[test]
+    fn a_batch_started_before_a_commit_reads_what_that_batch_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        let h2 = household(&mut engine, "乙", "m2");
+        let (p1, first1) = phone(&mut engine, "m1");
+        let (p2, first2) = phone(&mut engine, "m2");
+        let on_h1 = record_visits(&p1, &first1, |_| 2);
+        let on_h2 = record_visits(&p2, &first2, |_| 1);
+
+        let next = vec![
+            job(&p1.token, Some(first1.position.clone()), vec![on_h1[1].clone()]),
+            job(&p2.token, Some(first2.position.clone()), on_h2),
+        ];
+        let first = Batch::new(vec![job(&p1.token, Some(first1.position.clone()), vec![on_h1[0].clone()])]);
+        let (answers, following) = engine.sync_batch_then(first, || next);
+        assert_eq!(answers[0].as_ref().unwrap().acks[0].outcome, Outcome::Accepted);
+        let following = following.expect("the waiting requests come back");
+        assert!(following.started(), "started inside the first batch's transaction");
+
+        // The second visit depends on the first, merged by the batch before: it merges.
+        let (answers, _) = engine.sync_batch_then(following, Vec::new);
+        for answer in &answers {
+            assert_eq!(answer.as_ref().unwrap().acks[0].outcome, Outcome::Accepted, "{answers:?}");
+        }
+        assert_eq!((visits_on(&mut engine, &admin_token, &h1), visits_on(&mut engine, &admin_token, &h2)), (2, 1));
+    }
 }

@@ -32,6 +32,11 @@ use crate::validate::check_change;
 /// Below this many pushed changes in a batch, merging stays on the writer thread.
 const PARALLEL_FROM: usize = 8;
 
+/// A merging thread stopped (a panic outside any one change): the batch fails, and its
+/// requests are retried one at a time.
+const MERGING_STOPPED: &str =
+    "服务器合并变更时内部出错，请重试 / the server failed inside while merging changes; retry the request";
+
 /// The requests of a batch, as far as pushing goes.
 pub struct Pusher<'a> {
     pub device_id: &'a str,
@@ -64,33 +69,34 @@ enum Dep {
     Missing,
 }
 
-/// One pushed change with what the store knows of it.
-struct Pushed<'a> {
+/// One pushed change with what the store knows of it. Owned, so that it can be merged
+/// on other threads while the writer goes on (see [`Merges`]).
+struct Pushed {
     /// Its request in the batch, and its place in the request.
     request: usize,
     index: usize,
-    household_id: &'a str,
-    change: &'a Change,
+    household_id: String,
+    change: Change,
     hash: String,
-    device_id: &'a str,
-    member: &'a Member,
+    device_id: String,
+    member: Member,
     may_push: bool,
     status: Status,
     deps: Vec<(String, Dep)>,
 }
 
-impl<'a> Pushed<'a> {
+impl Pushed {
     #[allow(clippy::too_many_arguments)]
     fn read(
         tx: &impl WriteTx,
         (request, index): (usize, usize),
-        household_id: &'a str,
-        change: &'a Change,
-        device_id: &'a str,
-        member: &'a Member,
+        household_id: &str,
+        change: &Change,
+        device_id: &str,
+        member: &Member,
         may_push: bool,
         as_new: bool,
-    ) -> Result<Pushed<'a>> {
+    ) -> Result<Pushed> {
         let hash = change.hash().to_string();
         let status = if as_new {
             Status::New
@@ -114,7 +120,18 @@ impl<'a> Pushed<'a> {
                 deps.push((dep, state));
             }
         }
-        Ok(Pushed { request, index, household_id, change, hash, device_id, member, may_push, status, deps })
+        Ok(Pushed {
+            request,
+            index,
+            household_id: household_id.to_string(),
+            change: change.clone(),
+            hash,
+            device_id: device_id.to_string(),
+            member: member.clone(),
+            may_push,
+            status,
+            deps,
+        })
     }
 
     /// Why the change must be quarantined before it is even applied: the household is
@@ -122,7 +139,7 @@ impl<'a> Pushed<'a> {
     /// `refused` are what the same group decided before it.
     fn precheck(&self, merged: &HashSet<&str>, refused: &HashSet<&str>) -> Option<String> {
         if !self.may_push {
-            let h = self.household_id;
+            let h = &self.household_id;
             return Some(format!("该住户不在您的负责范围内 / household {h} is not in your scope"));
         }
         for (dep, state) in &self.deps {
@@ -161,7 +178,10 @@ type ToStore = (Vec<u8>, View);
 
 /// A household, its document (in memory, or as stored, loaded by the merging thread) and
 /// its pushed changes.
-type Group<'g, 'p> = (&'g str, Held, &'g [Pushed<'p>]);
+type Group = (String, Held, Vec<Pushed>);
+
+/// A merged group: its household and changes, back from the merging thread with the result.
+type MergedGroup = (String, Vec<Pushed>, Result<Merged>);
 
 /// A group's result: its document back (changed if something merged), what to store,
 /// and a verdict per change.
@@ -174,7 +194,7 @@ struct Merged {
 /// Load a household's document if needed (the server may not have the household), then
 /// check and merge its changes in order against it. No store access, so groups run in
 /// parallel.
-fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &ActorId) -> Result<Merged> {
+fn merge_group(household_id: &str, held: Held, items: &[Pushed], actor: &ActorId) -> Result<Merged> {
     let doc = held.load(household_id, actor)?;
     let mut merging = doc.map(Merging::new);
     let (mut merged, mut refused) = (HashSet::new(), HashSet::new());
@@ -198,8 +218,8 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
                 Status::New => {
                     let reason = match (p.precheck(&merged, &refused), &mut merging) {
                         (Some(reason), _) => Some(reason),
-                        (None, None) => Some(no_household(p.household_id)),
-                        (None, Some(m)) => m.try_merge(p.change, p.member)?,
+                        (None, None) => Some(no_household(&p.household_id)),
+                        (None, Some(m)) => m.try_merge(&p.change, &p.member)?,
                     };
                     match reason {
                         None => {
@@ -226,106 +246,136 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed<'_>], actor: &Act
     Ok(Merged { doc, stored, verdicts })
 }
 
-/// `merge_group` for every group, on rayon's threads (one per core, kept between batches)
-/// when the batch is big enough, handing each result with its group's index to `store`
-/// on the calling thread as soon as it is ready: the writer stores one group while the
-/// others are still merging. The first error from `store` is returned (the groups still
-/// merging finish unheard).
-fn merge_groups(
-    groups: Vec<Group<'_, '_>>,
-    actor: &ActorId,
-    mut store: impl FnMut(usize, Result<Merged>) -> Result<()>,
-) -> Result<()> {
-    let changes: usize = groups.iter().map(|(_, _, items)| items.len()).sum();
-    if groups.len() < 2 || changes < PARALLEL_FROM {
-        for (i, (h, held, items)) in groups.into_iter().enumerate() {
-            store(i, merge_group(h, held, items, actor))?;
-        }
-        return Ok(());
-    }
-    let (sender, merged) = std::sync::mpsc::channel();
-    std::thread::scope(move |scope| {
-        scope.spawn(move || {
-            groups.into_par_iter().enumerate().for_each_with(sender, |sender, (i, (h, held, items))| {
-                // Fails only once the writer stopped listening (an error): nothing to do.
-                let _ = sender.send((i, merge_group(h, held, items, actor)));
-            })
-        });
-        let stored = merged.iter().try_for_each(|(i, result)| store(i, result));
-        drop(merged);
-        stored
-    })
+/// A batch's pushed changes, read from the store and grouped by household, their
+/// documents taken out of the transaction: being merged, on rayon's threads (one per core,
+/// kept between batches) when the batch is big enough. The writer stores each group as it
+/// comes back (`finish`). Merging needs no store access, so it may go on while the writer
+/// commits the previous batch (see `engine`).
+pub struct Merges {
+    /// How many changes each request pushed.
+    pushed: Vec<usize>,
+    run: Run,
 }
 
-/// Check and merge the pushed changes of a batch's requests, or quarantine them; never
-/// drop one silently. Returns each request's acknowledgements, in its order.
-pub fn push_batch(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher<'_>]) -> Result<Vec<Vec<Ack>>> {
-    // What the store knows, grouped by household (requests in order, changes in order).
-    let mut groups: BTreeMap<&str, Vec<Pushed<'_>>> = BTreeMap::new();
-    for (r, pusher) in pushers.iter().enumerate() {
-        for (i, (household_id, change)) in pusher.changes.iter().enumerate() {
+enum Run {
+    /// Few changes: merged on the writer thread, by `finish`.
+    Here(Vec<Group>, ActorId),
+    /// Merging on other threads; each group comes back once merged.
+    Elsewhere { merged: std::sync::mpsc::Receiver<MergedGroup>, groups: usize },
+}
+
+impl Merges {
+    /// Read what the store knows of every pushed change of a batch's requests, take their
+    /// households' documents out of the transaction, and start merging them.
+    pub fn start(tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher<'_>]) -> Result<Merges> {
+        // Grouped by household (requests in order, changes in order).
+        let mut by_household: BTreeMap<&str, Vec<Pushed>> = BTreeMap::new();
+        for (r, pusher) in pushers.iter().enumerate() {
+            for (i, (household_id, change)) in pusher.changes.iter().enumerate() {
+                let may_push = pusher.may_push(household_id);
+                let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
+                by_household.entry(household_id.as_str()).or_default().push(p);
+            }
+        }
+        let mut groups = Vec::with_capacity(by_household.len());
+        for (household_id, items) in by_household {
+            groups.push((household_id.to_string(), docs.take(tx, household_id)?, items));
+        }
+        let pushed = pushers.iter().map(|p| p.changes.len()).collect();
+        let actor = docs.actor().clone();
+        let changes: usize = groups.iter().map(|(_, _, items)| items.len()).sum();
+        if groups.len() < 2 || changes < PARALLEL_FROM {
+            return Ok(Merges { pushed, run: Run::Here(groups, actor) });
+        }
+        let (sender, merged) = std::sync::mpsc::channel();
+        let count = groups.len();
+        std::thread::Builder::new()
+            .name("doorstep-merge".into())
+            .spawn(move || {
+                groups.into_par_iter().for_each_with(sender, |sender, (household_id, held, items)| {
+                    let result = merge_group(&household_id, held, &items, &actor);
+                    // Fails only once the writer stopped listening (an error, or a batch
+                    // abandoned): nothing to do.
+                    let _ = sender.send((household_id, items, result));
+                })
+            })
+            .map_err(|e| ServerError::Internal(format!("cannot start merging: {e}")))?;
+        Ok(Merges { pushed, run: Run::Elsewhere { merged, groups: count } })
+    }
+
+    /// Store each household as it comes back merged, log or quarantine its changes, then
+    /// handle the changes left for later (see the module docs); never drop one silently.
+    /// `pushers` are the requests `start` was given. Returns each request's
+    /// acknowledgements, in its order. The first error is returned (the groups still
+    /// merging finish unheard).
+    pub fn finish(self, tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher<'_>]) -> Result<Vec<Vec<Ack>>> {
+        let mut acks: Vec<Vec<Option<Ack>>> = self.pushed.iter().map(|&n| vec![None; n]).collect();
+        let mut later = Vec::new();
+        let mut store = |(household_id, items, result): MergedGroup| -> Result<()> {
+            let Merged { doc, stored, verdicts } = result?;
+            save_merged(tx, docs, &household_id, doc, stored)?;
+            for (p, verdict) in items.iter().zip(verdicts) {
+                let outcome = match verdict {
+                    Verdict::Known => Outcome::Accepted,
+                    Verdict::Merged => record(tx, p, None)?,
+                    Verdict::Quarantine(reason) => record(tx, p, Some(reason))?,
+                    Verdict::Later => {
+                        later.push((p.request, p.index));
+                        continue;
+                    }
+                };
+                acks[p.request][p.index] = Some(Ack { hash: p.change.hash().0, outcome });
+            }
+            Ok(())
+        };
+        match self.run {
+            Run::Here(groups, actor) => {
+                for (household_id, held, items) in groups {
+                    let result = merge_group(&household_id, held, &items, &actor);
+                    store((household_id, items, result))?;
+                }
+            }
+            Run::Elsewhere { merged, groups } => {
+                for _ in 0..groups {
+                    let group = merged
+                        .recv()
+                        .map_err(|_| ServerError::Internal(MERGING_STOPPED.into()))?;
+                    store(group)?;
+                }
+            }
+        }
+        later.sort();
+        for (r, i) in later {
+            let pusher = &pushers[r];
+            let (household_id, change) = &pusher.changes[i];
             let may_push = pusher.may_push(household_id);
             let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
-            groups.entry(household_id.as_str()).or_default().push(p);
-        }
-    }
-    let groups: Vec<(&str, Vec<Pushed<'_>>)> = groups.into_iter().collect();
-    let mut work = Vec::with_capacity(groups.len());
-    for (household_id, items) in &groups {
-        work.push((*household_id, docs.take(tx, household_id)?, items.as_slice()));
-    }
-    let mut acks: Vec<Vec<Option<Ack>>> = pushers.iter().map(|p| vec![None; p.changes.len()]).collect();
-    let mut later = Vec::new();
-    let actor = docs.actor().clone();
-    merge_groups(work, &actor, |g, result| {
-        let (household_id, items) = &groups[g];
-        let Merged { doc, stored, verdicts } = result?;
-        save_merged(tx, docs, household_id, doc, stored)?;
-        for (p, verdict) in items.iter().zip(verdicts) {
-            let outcome = match verdict {
-                Verdict::Known => Outcome::Accepted,
-                Verdict::Merged => record(tx, p, None)?,
-                Verdict::Quarantine(reason) => record(tx, p, Some(reason))?,
-                Verdict::Later => {
-                    later.push((p.request, p.index));
-                    continue;
+            let outcome = match p.status {
+                Status::Logged => Outcome::Accepted,
+                Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
+                // Just read: its dependencies are as the store has them now.
+                Status::New => {
+                    let verdict = merge_one(tx, docs, &p)?;
+                    record(tx, &p, verdict)?
                 }
             };
-            acks[p.request][p.index] = Some(Ack { hash: p.change.hash().0, outcome });
+            acks[r][i] = Some(Ack { hash: change.hash().0, outcome });
         }
-        Ok(())
-    })?;
-    later.sort();
-    for (r, i) in later {
-        let pusher = &pushers[r];
-        let (household_id, change) = &pusher.changes[i];
-        let may_push = pusher.may_push(household_id);
-        let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
-        let outcome = match p.status {
-            Status::Logged => Outcome::Accepted,
-            Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
-            // Just read: its dependencies are as the store has them now.
-            Status::New => {
-                let verdict = merge_one(tx, docs, &p)?;
-                record(tx, &p, verdict)?
-            }
-        };
-        acks[r][i] = Some(Ack { hash: change.hash().0, outcome });
+        Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
     }
-    Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
 }
 
 /// Log a merged change (`verdict` `None`), or quarantine it with the reason.
-fn record(tx: &impl WriteTx, p: &Pushed<'_>, verdict: Option<String>) -> Result<Outcome> {
+fn record(tx: &impl WriteTx, p: &Pushed, verdict: Option<String>) -> Result<Outcome> {
     let Some(reason) = verdict else {
-        tx.append_change(p.household_id, &p.hash, Some(p.device_id), p.change.raw_bytes(), now_ms())?;
+        tx.append_change(&p.household_id, &p.hash, Some(&p.device_id), p.change.raw_bytes(), now_ms())?;
         return Ok(Outcome::Accepted);
     };
     tracing::info!(hash = %p.hash, household = %p.household_id, member = %p.member.id, %reason, "change quarantined");
     tx.quarantine(&QuarantinedChange {
         hash: p.hash.clone(),
-        household_id: p.household_id.to_string(),
-        device_id: p.device_id.to_string(),
+        household_id: p.household_id.clone(),
+        device_id: p.device_id.clone(),
         member_id: p.member.id.clone(),
         reason: reason.clone(),
         at_ms: now_ms(),
@@ -355,7 +405,7 @@ fn save_merged(
 fn repushed_quarantined(
     tx: &impl WriteTx,
     docs: &mut Documents<'_>,
-    p: &Pushed<'_>,
+    p: &Pushed,
     q: &QuarantinedChange,
 ) -> Result<Outcome> {
     let hash = &q.hash;
@@ -381,19 +431,19 @@ fn repushed_quarantined(
 /// Check `p` as a fresh push (whatever the store holds of it) and, if it passes, merge it
 /// into the transaction's document and store that; otherwise say why it must be
 /// quarantined. The caller logs it.
-fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
+fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed) -> Result<Option<String>> {
     let fresh =
-        Pushed::read(tx, (p.request, p.index), p.household_id, p.change, p.device_id, p.member, p.may_push, true)?;
+        Pushed::read(tx, (p.request, p.index), &p.household_id, &p.change, &p.device_id, &p.member, p.may_push, true)?;
     merge_one(tx, docs, &fresh)
 }
 
 /// Merge one change read as new (`Status::New`, its dependencies as the store has them)
 /// into the transaction's document and store that, or say why it must be quarantined.
-fn merge_one(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed<'_>) -> Result<Option<String>> {
-    let held = docs.take(tx, p.household_id)?;
+fn merge_one(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed) -> Result<Option<String>> {
+    let held = docs.take(tx, &p.household_id)?;
     let Merged { doc, stored, mut verdicts } =
-        merge_group(p.household_id, held, std::slice::from_ref(p), docs.actor())?;
-    save_merged(tx, docs, p.household_id, doc, stored)?;
+        merge_group(&p.household_id, held, std::slice::from_ref(p), docs.actor())?;
+    save_merged(tx, docs, &p.household_id, doc, stored)?;
     Ok(match verdicts.pop() {
         Some(Verdict::Quarantine(reason)) => Some(reason),
         _ => None,
@@ -536,7 +586,7 @@ impl Merging {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! A panic while merging one change (set off here by a test fault, standing for a bug
     //! in Automerge) holds that change and its dependents; the rest of the batch merges
     //! and the engine goes on serving. Should the working copy then not be rebuilt either,
@@ -592,7 +642,7 @@ mod tests {
         }
     }
 
-    fn job(token: &str, position: Option<Position>, changes: Vec<(String, Change)>) -> SyncJob {
+    pub(crate) fn job(token: &str, position: Option<Position>, changes: Vec<(String, Change)>) -> SyncJob {
         let pushed = changes.iter().map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().into() });
         let request = SyncRequest::new(position, pushed.collect());
         SyncJob { token_hash: hash_secret(token), request, changes }
@@ -626,7 +676,7 @@ mod tests {
 
     /// An engine on a new store with an admin, branch b1 and community c1, and members
     /// of b1 with the given ids; the admin's token.
-    fn district(dir: &std::path::Path, members: &[&str]) -> (Engine<SqliteStore>, String) {
+    pub(crate) fn district(dir: &std::path::Path, members: &[&str]) -> (Engine<SqliteStore>, String) {
         let mut engine = Engine::new(SqliteStore::open(dir).unwrap());
         let admin_token = admin::create_admin(&mut engine, "admin", "管理员").unwrap().token;
         admin::add_branch(&mut engine, &Branch { id: "b1".into(), name: "一支部".into() }).unwrap();
@@ -646,7 +696,7 @@ mod tests {
     }
 
     /// A household of b1 and c1 assigned to `member`.
-    fn household(engine: &mut Engine<SqliteStore>, family: &str, member: &str) -> String {
+    pub(crate) fn household(engine: &mut Engine<SqliteStore>, family: &str, member: &str) -> String {
         let new = NewHousehold {
             family_name: family.into(),
             community_id: "c1".into(),
@@ -658,7 +708,7 @@ mod tests {
     }
 
     /// A phone enrolled for `member`, after its first sync: its token and that answer.
-    fn phone(engine: &mut Engine<SqliteStore>, member: &str) -> (admin::DeviceToken, SyncResponse) {
+    pub(crate) fn phone(engine: &mut Engine<SqliteStore>, member: &str) -> (admin::DeviceToken, SyncResponse) {
         let enrolment = admin::enrol_device(engine, member, "phone").unwrap();
         let device = admin::exchange_code(engine, &enrolment.enrolment_code).unwrap();
         let first = sync(engine, &device.token, None, vec![]);
@@ -667,7 +717,7 @@ mod tests {
 
     /// Visits the phone records offline on each household of its first sync, `count` of
     /// them for a household (each after the one before): the changes, in order.
-    fn record_visits(
+    pub(crate) fn record_visits(
         device: &admin::DeviceToken,
         first: &SyncResponse,
         count: impl Fn(&str) -> i64,
@@ -688,7 +738,7 @@ mod tests {
     }
 
     /// How many visits the store's document of `household_id` holds, read by an admin sync.
-    fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
+    pub(crate) fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
         let all = sync(engine, admin_token, None, vec![]);
         let d = all.data.iter().find(|d| d.household_id == household_id).unwrap();
         HouseholdDocument::load(household_id, &d.chunks[0], &ActorId::random()).unwrap().visits().unwrap().len()

@@ -2,14 +2,15 @@
 //!
 //! Sync requests waiting together are drained into one batch (one transaction, one
 //! fsync): that is what lets a 2-core machine with SQLite accept thousands of changes a
-//! second from many phones at once.
+//! second from many phones at once. The requests that arrive while a batch is handled
+//! are started before it commits, so that they merge while it commits.
 
 use std::sync::mpsc;
 
 use doorstep_core::sync::protocol::SyncResponse;
 use tokio::sync::oneshot;
 
-use crate::engine::{Engine, SyncJob};
+use crate::engine::{Batch, Engine, SyncJob};
 use crate::error::{Result, ServerError};
 use crate::store::sqlite::SqliteStore;
 
@@ -42,46 +43,77 @@ pub struct Writer {
     tx: mpsc::Sender<Command>,
 }
 
+type Reply = oneshot::Sender<Result<SyncResponse>>;
+
+/// Take the sync requests waiting, starting with `first`, up to a batch; work to run on
+/// the writer goes to `later`.
+fn drain(rx: &mpsc::Receiver<Command>, first: Option<Command>, later: &mut Vec<Work>) -> (Vec<SyncJob>, Vec<Reply>) {
+    let (mut jobs, mut replies) = (Vec::new(), Vec::new());
+    let mut next = first;
+    while let Some(command) = next.take() {
+        match command {
+            Command::Sync(job, reply) => {
+                jobs.push(job);
+                replies.push(reply);
+            }
+            Command::Run(work) => later.push(work),
+        }
+        if jobs.len() < MAX_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    (jobs, replies)
+}
+
 impl Writer {
+    /// Start the writer thread. While one batch commits, the requests that arrived
+    /// meanwhile are already merging (`Engine::sync_batch_then`); work to run on the writer
+    /// (admin actions) waits for the batch under way and is not overtaken by later ones.
     pub fn start(mut engine: Engine<SqliteStore>) -> Writer {
         let (tx, rx) = mpsc::channel::<Command>();
         std::thread::Builder::new()
             .name("doorstep-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = Vec::new();
-                    let mut replies = Vec::new();
-                    let mut later = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(command) = next.take() {
-                        match command {
-                            Command::Sync(job, reply) => {
-                                jobs.push(job);
-                                replies.push(reply);
+                let mut carried: Option<(Batch, Vec<Reply>)> = None;
+                let mut later = Vec::new();
+                loop {
+                    let (batch, replies) = match carried.take() {
+                        Some(carried) => carried,
+                        None => {
+                            let Ok(first) = rx.recv() else { break };
+                            let (jobs, replies) = drain(&rx, Some(first), &mut later);
+                            (Batch::new(jobs), replies)
+                        }
+                    };
+                    if !batch.jobs.is_empty() {
+                        let mut next_replies = Vec::new();
+                        let next = || {
+                            if !later.is_empty() {
+                                return Vec::new();
                             }
-                            Command::Run(work) => later.push(work),
-                        }
-                        if jobs.len() < MAX_BATCH {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    if !jobs.is_empty() {
-                        match survive("a sync batch", || engine.sync_batch(jobs)) {
-                            Some(results) => {
+                            let (jobs, replies) = drain(&rx, rx.try_recv().ok(), &mut later);
+                            next_replies = replies;
+                            jobs
+                        };
+                        match survive("a sync batch", || engine.sync_batch_then(batch, next)) {
+                            Some((results, following)) => {
                                 for (reply, result) in replies.into_iter().zip(results) {
                                     let _ = reply.send(result);
                                 }
+                                carried = following.map(|batch| (batch, next_replies));
                             }
                             None => {
-                                for reply in replies {
+                                for reply in replies.into_iter().chain(next_replies) {
                                     let _ = reply.send(Err(ServerError::Internal(FAILED_INSIDE.into())));
                                 }
                             }
                         }
                     }
-                    for work in later {
-                        // A panicking work drops its reply: `run` answers FAILED_INSIDE.
-                        survive("work on the writer", || work(&mut engine));
+                    if carried.is_none() {
+                        for work in later.drain(..) {
+                            // A panicking work drops its reply: `run` answers FAILED_INSIDE.
+                            survive("work on the writer", || work(&mut engine));
+                        }
                     }
                 }
             })
