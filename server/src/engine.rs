@@ -700,6 +700,7 @@ mod tests {
 
     use super::*;
     use crate::merge::tests::{district, household, job, phone, record_visits, visits_on};
+    use crate::store::sqlite::SqliteStore;
 
     thread_local! {
         /// Fail the next commit on this thread (once): its transaction rolls back. Per
@@ -714,28 +715,46 @@ mod tests {
         Ok(())
     }
 
+    /// Two members' phones after their first sync, each with a household: h1's phone
+    /// recorded two visits (the second after the first), h2's one.
+    struct TwoPhones {
+        engine: Engine<SqliteStore>,
+        admin_token: String,
+        households: (String, String),
+        first_visit: ChangeHash,
+    }
+
+    /// The phones, the first batch (h1's first visit), and the requests waiting meanwhile
+    /// (h1's second visit, the same phone sending again, and h2's visit).
+    fn two_phones(dir: &std::path::Path) -> (TwoPhones, Batch, Vec<SyncJob>) {
+        let (mut engine, admin_token) = district(dir, &["m1", "m2"]);
+        let households = (household(&mut engine, "甲", "m1"), household(&mut engine, "乙", "m2"));
+        let (p1, first1) = phone(&mut engine, "m1");
+        let (p2, first2) = phone(&mut engine, "m2");
+        let on_h1 = record_visits(&p1, &first1, |_| 2);
+        let on_h2 = record_visits(&p2, &first2, |_| 1);
+        let first = Batch::new(vec![job(&p1.token, Some(first1.position.clone()), vec![on_h1[0].clone()])]);
+        let next = vec![
+            job(&p1.token, Some(first1.position.clone()), vec![on_h1[1].clone()]),
+            job(&p2.token, Some(first2.position.clone()), on_h2),
+        ];
+        (TwoPhones { engine, admin_token, households, first_visit: on_h1[0].1.hash() }, first, next)
+    }
+
+    impl TwoPhones {
+        /// How many visits each household's stored document holds.
+        fn visits(&mut self) -> (usize, usize) {
+            let (h1, h2) = &self.households;
+            (visits_on(&mut self.engine, &self.admin_token, h1), visits_on(&mut self.engine, &self.admin_token, h2))
+        }
+    }
+
     #[test]
     fn a_batch_started_before_a_commit_that_failed_begins_again_from_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
-        let h1 = household(&mut engine, "甲", "m1");
-        let h2 = household(&mut engine, "乙", "m2");
-        let (p1, first1) = phone(&mut engine, "m1");
-        let (p2, first2) = phone(&mut engine, "m2");
-        // Two visits to h1, the second after the first; one to h2.
-        let on_h1 = record_visits(&p1, &first1, |_| 2);
-        let on_h2 = record_visits(&p2, &first2, |_| 1);
-        let (a1, a2) = (vec![on_h1[0].clone()], vec![on_h1[1].clone()]);
-
-        // The first batch pushes h1's first visit; the next one, waiting meanwhile, its
-        // second visit (from the same phone, sent again) and h2's visit.
-        let next = vec![
-            job(&p1.token, Some(first1.position.clone()), a2),
-            job(&p2.token, Some(first2.position.clone()), on_h2),
-        ];
+        let (mut phones, first, next) = two_phones(dir.path());
         FAIL_NEXT_COMMIT.set(true);
-        let (answers, following) =
-            engine.sync_batch_then(Batch::new(vec![job(&p1.token, Some(first1.position.clone()), a1)]), || next);
+        let (answers, following) = phones.engine.sync_batch_then(first, || next);
         assert!(!FAIL_NEXT_COMMIT.get(), "the commit was reached and failed");
         assert!(answers[0].as_ref().is_err_and(|e| e.to_string().contains("test fault")), "{answers:?}");
         let following = following.expect("the waiting requests come back");
@@ -743,43 +762,29 @@ mod tests {
 
         // Handled from the store, the second visit lacks the first (the phone keeps both
         // and pushes them again); h2's visit merges.
-        let (answers, after) = engine.sync_batch_then(following, Vec::new);
+        let (answers, after) = phones.engine.sync_batch_then(following, Vec::new);
         assert!(after.is_none());
         let outcomes: Vec<&Outcome> = answers.iter().map(|a| &a.as_ref().unwrap().acks[0].outcome).collect();
-        assert!(
-            matches!(outcomes[0], Outcome::Quarantined { reason } if reason.contains(&on_h1[0].1.hash().to_string())),
-            "{outcomes:?}"
-        );
+        let lacking = phones.first_visit.to_string();
+        assert!(matches!(outcomes[0], Outcome::Quarantined { reason } if reason.contains(&lacking)), "{outcomes:?}");
         assert_eq!(outcomes[1], &Outcome::Accepted);
-        assert_eq!((visits_on(&mut engine, &admin_token, &h1), visits_on(&mut engine, &admin_token, &h2)), (0, 1));
+        assert_eq!(phones.visits(), (0, 1));
     }
 
     #[test]
     fn a_batch_started_before_a_commit_reads_what_that_batch_wrote() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
-        let h1 = household(&mut engine, "甲", "m1");
-        let h2 = household(&mut engine, "乙", "m2");
-        let (p1, first1) = phone(&mut engine, "m1");
-        let (p2, first2) = phone(&mut engine, "m2");
-        let on_h1 = record_visits(&p1, &first1, |_| 2);
-        let on_h2 = record_visits(&p2, &first2, |_| 1);
-
-        let next = vec![
-            job(&p1.token, Some(first1.position.clone()), vec![on_h1[1].clone()]),
-            job(&p2.token, Some(first2.position.clone()), on_h2),
-        ];
-        let first = Batch::new(vec![job(&p1.token, Some(first1.position.clone()), vec![on_h1[0].clone()])]);
-        let (answers, following) = engine.sync_batch_then(first, || next);
+        let (mut phones, first, next) = two_phones(dir.path());
+        let (answers, following) = phones.engine.sync_batch_then(first, || next);
         assert_eq!(answers[0].as_ref().unwrap().acks[0].outcome, Outcome::Accepted);
         let following = following.expect("the waiting requests come back");
         assert!(following.started(), "started inside the first batch's transaction");
 
         // The second visit depends on the first, merged by the batch before: it merges.
-        let (answers, _) = engine.sync_batch_then(following, Vec::new);
+        let (answers, _) = phones.engine.sync_batch_then(following, Vec::new);
         for answer in &answers {
             assert_eq!(answer.as_ref().unwrap().acks[0].outcome, Outcome::Accepted, "{answers:?}");
         }
-        assert_eq!((visits_on(&mut engine, &admin_token, &h1), visits_on(&mut engine, &admin_token, &h2)), (2, 1));
+        assert_eq!(phones.visits(), (2, 1));
     }
 }
