@@ -48,8 +48,12 @@ pub struct Pusher<'a> {
 }
 
 impl Pusher<'_> {
-    fn may_push(&self, household_id: &str) -> bool {
-        may_push(self.member, self.in_scope, self.held, household_id)
+    /// What the store knows now of this request's change `i` (the request being `r` of
+    /// its batch).
+    fn read(&self, tx: &impl WriteTx, (r, i): (usize, usize)) -> Result<Pushed> {
+        let (household_id, change) = &self.changes[i];
+        let may_push = may_push(self.member, self.in_scope, self.held, household_id);
+        Pushed::read(tx, (r, i), household_id, change, self.device_id, self.member, may_push, false)
     }
 }
 
@@ -271,10 +275,8 @@ impl Merges {
         // Grouped by household (requests in order, changes in order).
         let mut by_household: BTreeMap<&str, Vec<Pushed>> = BTreeMap::new();
         for (r, pusher) in pushers.iter().enumerate() {
-            for (i, (household_id, change)) in pusher.changes.iter().enumerate() {
-                let may_push = pusher.may_push(household_id);
-                let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
-                by_household.entry(household_id.as_str()).or_default().push(p);
+            for (i, (household_id, _)) in pusher.changes.iter().enumerate() {
+                by_household.entry(household_id.as_str()).or_default().push(pusher.read(tx, (r, i))?);
             }
         }
         let mut groups = Vec::with_capacity(by_household.len());
@@ -346,10 +348,7 @@ impl Merges {
         }
         later.sort();
         for (r, i) in later {
-            let pusher = &pushers[r];
-            let (household_id, change) = &pusher.changes[i];
-            let may_push = pusher.may_push(household_id);
-            let p = Pushed::read(tx, (r, i), household_id, change, pusher.device_id, pusher.member, may_push, false)?;
+            let p = pushers[r].read(tx, (r, i))?;
             let outcome = match p.status {
                 Status::Logged => Outcome::Accepted,
                 Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
@@ -359,7 +358,7 @@ impl Merges {
                     record(tx, &p, verdict)?
                 }
             };
-            acks[r][i] = Some(Ack { hash: change.hash().0, outcome });
+            acks[r][i] = Some(Ack { hash: p.change.hash().0, outcome });
         }
         Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
     }
