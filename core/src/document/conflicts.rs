@@ -9,7 +9,7 @@ use automerge::transaction::Transactable;
 use automerge::{hydrate, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 
 use super::stored::IssueDoc;
-use super::{read_note, status, Author, HouseholdDocument, Scope};
+use super::{change_time_ms, read_note, status, Author, HouseholdDocument, Scope};
 use crate::error::{Error, Result};
 use crate::model::{Conflict, ConflictValue, IssueStatus, Stamp};
 
@@ -51,7 +51,7 @@ impl HouseholdDocument {
         match hash.and_then(|h| self.doc.get_change_meta_by_hash(&h)) {
             Some(meta) => {
                 let (member_id, device_id, _) = read_note(meta.message.as_deref());
-                Stamp { member_id, device_id, at_ms: meta.timestamp }
+                Stamp { member_id, device_id, at_ms: change_time_ms(meta.timestamp) }
             }
             None => Stamp { member_id: String::new(), device_id: String::new(), at_ms: 0 },
         }
