@@ -573,7 +573,10 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         more: false,
         reconcile_needed: false,
         server_heads: Vec::new(),
+        documents_digest: None,
     };
+    // The heads of each whole document sent, which the documents come without.
+    let mut whole_heads: Vec<Vec<ChangeHash>> = Vec::new();
 
     if let Some(client_heads) = &request.reconcile {
         // Full reconciliation by heads: what each side lacks, nothing lost on either.
@@ -583,11 +586,14 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         for household_id in &scope {
             let Some(doc) = docs.get(tx, household_id)? else { continue };
             match theirs.get(household_id.as_str()) {
-                None => response.data.push(HouseholdData {
-                    household_id: household_id.clone(),
-                    chunks: vec![serde_bytes::ByteBuf::from(doc.save_uncompressed())],
-                    whole: true,
-                }),
+                None => {
+                    response.data.push(HouseholdData {
+                        household_id: household_id.clone(),
+                        chunks: vec![serde_bytes::ByteBuf::from(doc.save_for_sync()?)],
+                        whole: true,
+                    });
+                    whole_heads.push(doc.heads());
+                }
                 Some(heads) => {
                     let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
                     let changes = doc.changes_since(&heads);
@@ -627,7 +633,7 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         whole.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
         for household_id in whole {
             let Some(doc) = docs.get(tx, household_id)? else { continue };
-            let saved = doc.save_uncompressed();
+            let saved = doc.save_for_sync()?;
             if !response.data.is_empty() && bytes + saved.len() > budget {
                 response.more = true;
                 break;
@@ -638,6 +644,7 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
                 chunks: vec![serde_bytes::ByteBuf::from(saved)],
                 whole: true,
             });
+            whole_heads.push(doc.heads());
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
             used_grant = true;
         }
@@ -677,6 +684,9 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
                 response.data.push(HouseholdData { household_id, chunks, whole: false });
             }
         }
+    }
+    if !whole_heads.is_empty() {
+        response.documents_digest = Some(documents_digest(whole_heads.iter().map(Vec::as_slice)));
     }
     response.position.epoch = position_epoch(tx, epoch, max_seq)?;
     if used_grant {

@@ -725,7 +725,7 @@ pub(crate) mod tests {
         let actor = ActorId::random();
         let mut changes = Vec::new();
         for (k, d) in first.data.iter().enumerate() {
-            let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap();
+            let (mut doc, _) = HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &actor).unwrap();
             let before = doc.heads();
             for v in 0..count(&d.household_id) {
                 let at = 1_000_000 * (10 * k as i64 + v + 1);
@@ -740,7 +740,8 @@ pub(crate) mod tests {
     pub(crate) fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
         let all = sync(engine, admin_token, None, vec![]);
         let d = all.data.iter().find(|d| d.household_id == household_id).unwrap();
-        HouseholdDocument::load(household_id, &d.chunks[0], &ActorId::random()).unwrap().visits().unwrap().len()
+        let (doc, _) = HouseholdDocument::load_from_sync(household_id, &d.chunks[0], &ActorId::random()).unwrap();
+        doc.visits().unwrap().len()
     }
 
     #[test]
@@ -850,8 +851,8 @@ pub(crate) mod tests {
                     let mut counts: Vec<usize> = all
                         .data
                         .iter()
-                        .map(|d| HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap())
-                        .map(|doc| doc.visits().unwrap().len())
+                        .map(|d| HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()))
+                        .map(|loaded| loaded.unwrap().0.visits().unwrap().len())
                         .collect();
                     counts.sort();
                     counts

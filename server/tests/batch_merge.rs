@@ -55,7 +55,8 @@ fn contents(engine: &mut Engine<SqliteStore>, admin_token: &str) -> (Vec<StoredH
         .data
         .iter()
         .map(|d| {
-            let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+            let (mut doc, _) =
+                HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
             let mut heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
             (d.household_id.clone(), doc.to_json(), heads)
@@ -94,7 +95,8 @@ fn projected_whole(engine: &mut Engine<SqliteStore>, admin_token: &str, file: &P
     let mut store = doorstep_core::store::Store::open(file).unwrap();
     let tx = store.transaction().unwrap();
     for d in &response.data {
-        let mut doc = HouseholdDocument::load(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+        let (mut doc, _) =
+            HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
         let view = doc.view(&Scope::Everything).unwrap();
         tx.save_document(&mut doc, &[], &view).unwrap();
     }
@@ -148,7 +150,7 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
         let docs = first
             .data
             .iter()
-            .map(|d| HouseholdDocument::load(&d.household_id, &d.chunks[0], &actor).unwrap())
+            .map(|d| HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &actor).unwrap().0)
             .collect();
         phones.push((Author { member_id: m.into(), device_id: token.device_id.clone() }, docs, first));
         tokens.push(token.token);
@@ -263,7 +265,7 @@ fn two_requests_of_one_device_in_a_batch_are_answered_in_turn() {
     let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
     let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
     let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
-    let mut doc = HouseholdDocument::load(&h, &first.data[0].chunks[0], &ActorId::random()).unwrap();
+    let (mut doc, _) = HouseholdDocument::load_from_sync(&h, &first.data[0].chunks[0], &ActorId::random()).unwrap();
     let author = Author { member_id: "m1".into(), device_id: token.device_id.clone() };
     let before = doc.heads();
     doc.update_household(&author, 1, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();

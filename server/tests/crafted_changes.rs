@@ -32,7 +32,8 @@ fn first_sync(district: &District, member: &str, household: &str) -> (String, Sy
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answer = SyncResponse::decode(&body, 64 << 20).expect("a sync answer");
     let data = answer.data.iter().find(|d| d.household_id == household && d.whole).expect("the household, whole");
-    let doc = HouseholdDocument::load(household, &data.chunks[0], &ActorId::random()).expect("the household loads");
+    let (doc, _) =
+        HouseholdDocument::load_from_sync(household, &data.chunks[0], &ActorId::random()).expect("the household loads");
     (token, answer, doc)
 }
 

@@ -4,7 +4,7 @@
 //! while it decodes them: a pushed change is measured here first.
 
 /// The first bytes of every Automerge chunk.
-const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+pub(super) const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// The chunk type of a change whose columns are not compressed.
 const CHANGE: u8 = 1;
 
@@ -91,17 +91,17 @@ fn values_claimed(mut r: Reader<'_>, kind: u64) -> Result<u64, String> {
     Ok(total)
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or("truncated")?;
         let out = &self.bytes[self.at..end];
         self.at = end;
@@ -109,12 +109,12 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 number.
-    fn uint(&mut self) -> Result<u64, String> {
+    pub(super) fn uint(&mut self) -> Result<u64, String> {
         self.number(leb128::read::unsigned)
     }
 
     /// A signed LEB128 number.
-    fn int(&mut self) -> Result<i64, String> {
+    pub(super) fn int(&mut self) -> Result<i64, String> {
         self.number(leb128::read::signed)
     }
 
@@ -126,7 +126,7 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    fn bytes_with_len(&mut self) -> Result<&'a [u8], String> {
+    pub(super) fn bytes_with_len(&mut self) -> Result<&'a [u8], String> {
         let len = self.uint()? as usize;
         self.take(len)
     }

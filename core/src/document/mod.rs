@@ -10,6 +10,7 @@
 
 mod claimed;
 mod conflicts;
+mod shipped;
 mod convert;
 pub(crate) mod status;
 pub(crate) mod stored;
@@ -269,6 +270,31 @@ impl HouseholdDocument {
     /// message that is compressed as a whole (smaller than `save` once compressed).
     pub fn save_uncompressed(&mut self) -> Vec<u8> {
         self.doc.save_nocompress()
+    }
+
+    /// The whole document as a sync response carries it: without Automerge's per-column
+    /// compression (the message is compressed as a whole), its chunk header and its heads
+    /// (`shipped`).
+    pub fn save_for_sync(&mut self) -> Result<Vec<u8>> {
+        shipped::strip(&self.doc.save_nocompress()).map_err(|e| corrupt(&self.id, e))
+    }
+
+    /// A document as a sync response carried it (`save_for_sync`), and its bytes saved
+    /// with its heads, as `load` reads and checks them. Automerge takes a document's heads
+    /// from its bytes, so the document is loaded twice: once without heads, to find the
+    /// changes no other change depends on, then with them.
+    pub fn load_from_sync(id: &str, shipped: &[u8], actor: &ActorId) -> Result<(HouseholdDocument, Vec<u8>)> {
+        let headless = shipped::dress(shipped, &[]).map_err(|e| corrupt(id, e))?;
+        let options = automerge::LoadOptions::new()
+            .on_partial_load(automerge::OnPartialLoad::Error)
+            .verification_mode(automerge::VerificationMode::DontCheck);
+        let mut history = AutoCommit::load_with_options(&headless, options).map_err(|e| corrupt(id, e))?;
+        let metas = history.get_changes_meta(&[]);
+        let depended_on: HashSet<ChangeHash> = metas.iter().flat_map(|m| m.deps.iter().copied()).collect();
+        let mut heads: Vec<ChangeHash> = metas.iter().map(|m| m.hash).filter(|h| !depended_on.contains(h)).collect();
+        heads.sort();
+        let saved = shipped::dress(shipped, &heads).map_err(|e| corrupt(id, e))?;
+        Ok((Self::load(id, &saved, actor)?, saved))
     }
 
     /// The changes made after `heads`, as bytes that `load` accepts after a snapshot.

@@ -119,20 +119,32 @@ impl Replica {
         let mut step = SyncStep::default();
         let actor = self.lock().actor.clone();
         let mut decoded: Vec<(String, Incoming)> = Vec::new();
+        let mut whole_heads: Vec<Vec<ChangeHash>> = Vec::new();
         for data in &response.data {
             let bad = |e: String| Error::Server {
                 status: 200,
                 message: format!("household {} in the response cannot be decoded: {e}", data.household_id),
             };
             let incoming = if data.whole {
-                let saved: Vec<u8> = data.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
-                let doc = HouseholdDocument::load(&data.household_id, &saved, &actor).map_err(|e| bad(e.to_string()))?;
+                let shipped: Vec<u8> = data.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
+                let (mut doc, saved) = HouseholdDocument::load_from_sync(&data.household_id, &shipped, &actor)
+                    .map_err(|e| bad(e.to_string()))?;
+                whole_heads.push(doc.heads());
                 Incoming::Whole { doc, saved }
             } else {
                 let changes = data.chunks.iter().map(|chunk| decode_change(chunk.to_vec()));
                 Incoming::Changes(changes.collect::<std::result::Result<_, _>>().map_err(bad)?)
             };
             decoded.push((data.household_id.clone(), incoming));
+        }
+        if !whole_heads.is_empty()
+            && response.documents_digest != Some(documents_digest(whole_heads.iter().map(Vec::as_slice)))
+        {
+            return Err(Error::Server {
+                status: 200,
+                message: "the whole documents in the response are not the ones the server sent (their heads differ)"
+                    .into(),
+            });
         }
 
         let mut guard = self.lock();
@@ -240,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_document_new_here_is_stored_as_it_came_with_the_changes_that_waited_for_it() {
+    fn a_whole_document_new_here_is_stored_with_the_changes_that_waited_for_it_and_checked_against_its_digest() {
         let (dir, phone) = client::tests::replica_with_a_change();
         let household = phone.list_households().unwrap().remove(0);
         phone.record_visit(&visit(&household.id, "第一次走访")).unwrap();
@@ -254,12 +266,15 @@ mod tests {
         let coordinator = Replica::open(&path, "sec-1", "d-2").unwrap();
         // The later change arrives first (from a peer) and waits for its dependencies.
         assert_eq!(coordinator.import_changes(&later).unwrap().changes_waiting, 1);
-        let answer = SyncResponse {
+        // The server's copy, as a sync response carries it: without its heads.
+        let mut sent = HouseholdDocument::load(&household.id, &saved, &automerge::ActorId::random()).unwrap();
+        let (shipped, sent_heads) = (sent.save_for_sync().unwrap(), sent.heads());
+        let answer = |digest: [u8; 32]| SyncResponse {
             version: PROTOCOL_VERSION,
             acks: vec![],
             data: vec![HouseholdData {
                 household_id: household.id.clone(),
-                chunks: vec![saved.into()],
+                chunks: vec![shipped.clone().into()],
                 whole: true,
             }],
             removed: vec![],
@@ -267,8 +282,15 @@ mod tests {
             more: false,
             reconcile_needed: false,
             server_heads: vec![],
+            documents_digest: Some(digest),
         };
-        let step = coordinator.apply_sync_response(answer).unwrap();
+        // Heads that are not the document's: refused, and nothing kept.
+        let wrong = answer(documents_digest([&[][..]]));
+        let refused = coordinator.apply_sync_response(wrong).unwrap_err();
+        assert!(refused.to_string().contains("heads differ"), "{refused}");
+        assert!(coordinator.list_households().unwrap().is_empty());
+
+        let step = coordinator.apply_sync_response(answer(documents_digest([sent_heads.as_slice()]))).unwrap();
         assert_eq!(step.households_changed, vec![household.id.clone()]);
         assert_eq!(sorted(coordinator.heads().unwrap()), sorted(phone.heads().unwrap()));
         assert_eq!(coordinator.visits(&household.id).unwrap().len(), 2);

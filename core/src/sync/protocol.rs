@@ -5,9 +5,10 @@
 //! quarantine and reconciliation.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The protocol version this code speaks; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The content type of sync requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-doorstep-sync";
@@ -85,7 +86,8 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdData {
     pub household_id: String,
-    /// Encoded Automerge changes, or a saved document when `whole` is set.
+    /// Encoded Automerge changes, or when `whole` is set the document as
+    /// `HouseholdDocument::save_for_sync` leaves it: without its chunk header and heads.
     pub chunks: Vec<serde_bytes::ByteBuf>,
     pub whole: bool,
 }
@@ -109,6 +111,24 @@ pub struct SyncResponse {
     /// During a reconciliation: the server's heads where the device's differ, so the
     /// device can push what the server lacks.
     pub server_heads: Vec<Heads>,
+    /// With whole documents in `data`: `documents_digest` of their heads, which they come
+    /// without. The phone computes the heads as it loads them, and checks.
+    pub documents_digest: Option<[u8; 32]>,
+}
+
+/// SHA-256 over the heads of each whole document of a response, in order: the number of
+/// heads as 8 bytes (little-endian), then the heads, sorted.
+pub fn documents_digest<'a>(heads: impl IntoIterator<Item = &'a [automerge::ChangeHash]>) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for heads in heads {
+        let mut sorted = heads.to_vec();
+        sorted.sort();
+        digest.update((sorted.len() as u64).to_le_bytes());
+        for head in sorted {
+            digest.update(head.0);
+        }
+    }
+    digest.finalize().into()
 }
 
 /// Errors of decoding a message.
