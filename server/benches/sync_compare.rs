@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{ActorId, AutoCommit, Change};
-use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse};
+use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse, WholeDocuments};
 use doorstep_core::*;
 use doorstep_tests::district::{self as data, NoteContext, DAY_MS, SCHOOL_YEAR_START_MS};
 use rand::prelude::*;
@@ -419,6 +419,7 @@ struct Pull {
 
 fn pull_all(http: &reqwest::blocking::Client, url: &str, token: &str, position: Option<Position>) -> Pull {
     let mut pull = Pull { position, ..Default::default() };
+    let mut pages: Vec<WholeDocuments> = Vec::new();
     let started = Instant::now();
     loop {
         let (response, sent, received) = post_sync(http, url, token, &SyncRequest::new(pull.position.clone(), vec![]));
@@ -426,30 +427,24 @@ fn pull_all(http: &reqwest::blocking::Client, url: &str, token: &str, position: 
         pull.received += received;
         pull.round_trips += 1;
         assert!(!response.reconcile_needed, "the server asked for a reconciliation");
-        for data in response.data {
-            if data.whole {
-                let shipped = data.chunks.into_iter().next().expect("a whole document").into_vec();
-                pull.whole.push((data.household_id, shipped));
-            } else {
-                pull.changes += data.chunks.len();
-            }
-        }
+        pull.changes += response.data.iter().map(|data| data.chunks.len()).sum::<usize>();
+        pages.extend(response.whole);
         pull.position = Some(response.position);
         if !response.more {
             break;
         }
     }
     pull.elapsed = started.elapsed();
-    // The documents came without their heads: loaded as a phone loads them, saved whole.
+    // The documents came without their heads: loaded as a phone loads them (their heads
+    // checked against each page's digest), saved whole.
     let actor = ActorId::random();
-    let saved: Vec<Mutex<Vec<u8>>> = (0..pull.whole.len()).map(|_| Mutex::default()).collect();
-    parallel(pull.whole.len(), 2, |i| {
-        let (id, shipped) = &pull.whole[i];
-        *saved[i].lock().unwrap() = HouseholdDocument::load_from_sync(id, shipped, &actor).expect("document loads").1;
+    let loaded: Vec<Mutex<Vec<Vec<u8>>>> = (0..pages.len()).map(|_| Mutex::default()).collect();
+    parallel(pages.len(), 2, |i| {
+        let page = pages[i].load(&actor).expect("the documents load");
+        *loaded[i].lock().unwrap() = page.into_iter().map(|(_, saved)| saved).collect();
     });
-    for ((_, bytes), saved) in pull.whole.iter_mut().zip(saved) {
-        *bytes = saved.into_inner().unwrap();
-    }
+    let ids = pages.iter().flat_map(|page| page.household_ids.iter().cloned());
+    pull.whole = ids.zip(loaded.into_iter().flat_map(|page| page.into_inner().unwrap())).collect();
     pull
 }
 
@@ -868,12 +863,8 @@ fn main() {
         let author = Author { member_id: member_id(m), device_id: devices[m].0.clone() };
         let actor = ActorId::random();
         let rng = &mut StdRng::seed_from_u64(0xB0057 ^ m as u64);
-        let mut docs: Vec<HouseholdDocument> = response
-            .data
-            .iter()
-            .filter(|d| d.whole)
-            .map(|d| HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &actor).unwrap().0)
-            .collect();
+        let loaded = response.whole.as_ref().map(|whole| whole.load(&actor).unwrap()).unwrap_or_default();
+        let mut docs: Vec<HouseholdDocument> = loaded.into_iter().map(|(doc, _)| doc).collect();
         assert!(!docs.is_empty(), "device {m} holds households");
         let heads: Vec<_> = docs.iter_mut().map(|d| d.heads()).collect();
         for k in 0..sizes.changes_per_push {

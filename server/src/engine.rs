@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
-use doorstep_core::document::{Author, HouseholdDocument, Scope};
+use doorstep_core::document::{shipped, Author, HouseholdDocument, Scope};
 use doorstep_core::sync::protocol::*;
 use lru::LruCache;
 
@@ -554,6 +554,36 @@ fn single(mut responses: Vec<Result<SyncResponse>>) -> Result<SyncResponse> {
     responses.pop().unwrap_or_else(|| Err(ServerError::Internal("no answer".into())))
 }
 
+/// The whole documents an answer gathers, as the phone receives them: without their
+/// heads, in one bundle laid out by column, with the digest of their heads.
+#[derive(Default)]
+struct Whole {
+    household_ids: Vec<String>,
+    documents: Vec<Vec<u8>>,
+    heads: Vec<Vec<ChangeHash>>,
+}
+
+impl Whole {
+    /// `shipped` from `HouseholdDocument::save_for_sync`, and the document's heads.
+    fn push(&mut self, household_id: &str, shipped: Vec<u8>, heads: Vec<ChangeHash>) {
+        self.household_ids.push(household_id.to_string());
+        self.documents.push(shipped);
+        self.heads.push(heads);
+    }
+
+    fn into_documents(self) -> Result<Option<WholeDocuments>> {
+        if self.household_ids.is_empty() {
+            return Ok(None);
+        }
+        let bundle = shipped::bundle(&self.documents).map_err(|e| ServerError::Internal(format!("bundling documents: {e}")))?;
+        Ok(Some(WholeDocuments {
+            heads_digest: heads_digest(self.heads.iter().map(Vec::as_slice)),
+            household_ids: self.household_ids,
+            bundle: bundle.into(),
+        }))
+    }
+}
+
 /// A request's answer: its acknowledgements, then what the device lacks in its scope.
 fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &Session, acks: Vec<Ack>) -> Result<SyncResponse> {
     let Session { device, member, epoch, grant, max_seq_before, recognised, client, held, .. } = session;
@@ -572,11 +602,10 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         position: client.clone(),
         more: false,
         reconcile_needed: false,
+        whole: None,
         server_heads: Vec::new(),
-        documents_digest: None,
     };
-    // The heads of each whole document sent, which the documents come without.
-    let mut whole_heads: Vec<Vec<ChangeHash>> = Vec::new();
+    let mut whole = Whole::default();
 
     if let Some(client_heads) = &request.reconcile {
         // Full reconciliation by heads: what each side lacks, nothing lost on either.
@@ -586,14 +615,7 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         for household_id in &scope {
             let Some(doc) = docs.get(tx, household_id)? else { continue };
             match theirs.get(household_id.as_str()) {
-                None => {
-                    response.data.push(HouseholdData {
-                        household_id: household_id.clone(),
-                        chunks: vec![serde_bytes::ByteBuf::from(doc.save_for_sync()?)],
-                        whole: true,
-                    });
-                    whole_heads.push(doc.heads());
-                }
+                None => whole.push(household_id, doc.save_for_sync()?, doc.heads()),
                 Some(heads) => {
                     let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
                     let changes = doc.changes_since(&heads);
@@ -601,7 +623,6 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
                         response.data.push(HouseholdData {
                             household_id: household_id.clone(),
                             chunks: changes.iter().map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec())).collect(),
-                            whole: false,
                         });
                     }
                     if heads.iter().any(|h| !doc.has_change(h)) {
@@ -629,22 +650,17 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         let budget = request.max_response_bytes.clamp(PAGE_BYTES.0, PAGE_BYTES.1) as usize;
         let mut bytes = 0usize;
         let scope_set: HashSet<&String> = scope.iter().collect();
-        let mut whole: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
-        whole.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
-        for household_id in whole {
+        let mut to_send: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
+        to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
+        for household_id in to_send {
             let Some(doc) = docs.get(tx, household_id)? else { continue };
-            let saved = doc.save_for_sync()?;
-            if !response.data.is_empty() && bytes + saved.len() > budget {
+            let shipped = doc.save_for_sync()?;
+            if !whole.household_ids.is_empty() && bytes + shipped.len() > budget {
                 response.more = true;
                 break;
             }
-            bytes += saved.len();
-            response.data.push(HouseholdData {
-                household_id: household_id.clone(),
-                chunks: vec![serde_bytes::ByteBuf::from(saved)],
-                whole: true,
-            });
-            whole_heads.push(doc.heads());
+            bytes += shipped.len();
+            whole.push(household_id, shipped, doc.heads());
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
             used_grant = true;
         }
@@ -681,13 +697,11 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
             }
             for household_id in order {
                 let chunks = by_household.remove(&household_id).unwrap_or_default();
-                response.data.push(HouseholdData { household_id, chunks, whole: false });
+                response.data.push(HouseholdData { household_id, chunks });
             }
         }
     }
-    if !whole_heads.is_empty() {
-        response.documents_digest = Some(documents_digest(whole_heads.iter().map(Vec::as_slice)));
-    }
+    response.whole = whole.into_documents()?;
     response.position.epoch = position_epoch(tx, epoch, max_seq)?;
     if used_grant {
         tx.set_device_grant(&device.id, new_grant)?;

@@ -596,7 +596,7 @@ pub(crate) mod tests {
     use std::sync::Mutex;
 
     use automerge::{ActorId, ChangeHash};
-    use doorstep_core::document::{Author, HouseholdDocument};
+    use doorstep_core::document::Author;
     use doorstep_core::sync::protocol::{Position, PushedChange, SyncRequest, SyncResponse};
     use doorstep_core::{NewHousehold, NewVisit, VisitMode, VisitTopic};
 
@@ -722,16 +722,16 @@ pub(crate) mod tests {
         count: impl Fn(&str) -> i64,
     ) -> Vec<(String, Change)> {
         let author = Author { member_id: device.member_id.clone(), device_id: device.device_id.clone() };
-        let actor = ActorId::random();
         let mut changes = Vec::new();
-        for (k, d) in first.data.iter().enumerate() {
-            let (mut doc, _) = HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &actor).unwrap();
+        let whole = first.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
+        for (k, (mut doc, _)) in whole.into_iter().enumerate() {
+            let household_id = doc.id().to_string();
             let before = doc.heads();
-            for v in 0..count(&d.household_id) {
+            for v in 0..count(&household_id) {
                 let at = 1_000_000 * (10 * k as i64 + v + 1);
-                doc.record_visit(&author, at, &visit(&d.household_id, at)).unwrap();
+                doc.record_visit(&author, at, &visit(&household_id, at)).unwrap();
             }
-            changes.extend(doc.changes_since(&before).into_iter().map(|c| (d.household_id.clone(), c)));
+            changes.extend(doc.changes_since(&before).into_iter().map(|c| (household_id.clone(), c)));
         }
         changes
     }
@@ -739,8 +739,8 @@ pub(crate) mod tests {
     /// How many visits the store's document of `household_id` holds, read by an admin sync.
     pub(crate) fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
         let all = sync(engine, admin_token, None, vec![]);
-        let d = all.data.iter().find(|d| d.household_id == household_id).unwrap();
-        let (doc, _) = HouseholdDocument::load_from_sync(household_id, &d.chunks[0], &ActorId::random()).unwrap();
+        let whole = all.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
+        let (doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household_id).unwrap();
         doc.visits().unwrap().len()
     }
 
@@ -848,12 +848,8 @@ pub(crate) mod tests {
                 let (writer, token) = (writer.clone(), admin_token.clone());
                 async move {
                     let all = writer.sync(job(&token, None, vec![])).await.unwrap();
-                    let mut counts: Vec<usize> = all
-                        .data
-                        .iter()
-                        .map(|d| HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()))
-                        .map(|loaded| loaded.unwrap().0.visits().unwrap().len())
-                        .collect();
+                    let whole = all.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
+                    let mut counts: Vec<usize> = whole.iter().map(|(doc, _)| doc.visits().unwrap().len()).collect();
                     counts.sort();
                     counts
                 }

@@ -47,19 +47,22 @@ type StoredHousehold = (String, serde_json::Value, Vec<String>);
 /// A quarantined change: hash, reason, status.
 type Held = (String, String, String);
 
+/// The whole documents of `response`, loaded as a phone loads them.
+fn whole(response: &SyncResponse) -> Vec<HouseholdDocument> {
+    let loaded = response.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
+    loaded.into_iter().map(|(doc, _)| doc).collect()
+}
+
 /// What a store holds, to compare two of them: every household's records and heads, and
 /// the quarantine.
 fn contents(engine: &mut Engine<SqliteStore>, admin_token: &str) -> (Vec<StoredHousehold>, Vec<Held>) {
     let response = one(engine.sync_batch(vec![job(admin_token, None, vec![])]));
-    let mut docs: Vec<StoredHousehold> = response
-        .data
-        .iter()
-        .map(|d| {
-            let (mut doc, _) =
-                HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+    let mut docs: Vec<StoredHousehold> = whole(&response)
+        .into_iter()
+        .map(|mut doc| {
             let mut heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
-            (d.household_id.clone(), doc.to_json(), heads)
+            (doc.id().to_string(), doc.to_json(), heads)
         })
         .collect();
     docs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -94,9 +97,7 @@ fn projected_whole(engine: &mut Engine<SqliteStore>, admin_token: &str, file: &P
     let response = one(engine.sync_batch(vec![job(admin_token, None, vec![])]));
     let mut store = doorstep_core::store::Store::open(file).unwrap();
     let tx = store.transaction().unwrap();
-    for d in &response.data {
-        let (mut doc, _) =
-            HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &ActorId::random()).unwrap();
+    for mut doc in whole(&response) {
         let view = doc.view(&Scope::Everything).unwrap();
         tx.save_document(&mut doc, &[], &view).unwrap();
     }
@@ -146,12 +147,7 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
         let enrolment = admin::enrol_device(&mut engine, m, "phone").unwrap();
         let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
         let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
-        let actor = ActorId::random();
-        let docs = first
-            .data
-            .iter()
-            .map(|d| HouseholdDocument::load_from_sync(&d.household_id, &d.chunks[0], &actor).unwrap().0)
-            .collect();
+        let docs = whole(&first);
         phones.push((Author { member_id: m.into(), device_id: token.device_id.clone() }, docs, first));
         tokens.push(token.token);
     }
@@ -265,7 +261,8 @@ fn two_requests_of_one_device_in_a_batch_are_answered_in_turn() {
     let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
     let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
     let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
-    let (mut doc, _) = HouseholdDocument::load_from_sync(&h, &first.data[0].chunks[0], &ActorId::random()).unwrap();
+    let mut doc = whole(&first).remove(0);
+    assert_eq!(doc.id(), h);
     let author = Author { member_id: "m1".into(), device_id: token.device_id.clone() };
     let before = doc.heads();
     doc.update_household(&author, 1, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();

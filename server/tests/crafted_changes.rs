@@ -31,9 +31,8 @@ fn first_sync(district: &District, member: &str, household: &str) -> (String, Sy
     let (status, body) = raw_sync_bytes(&district.server.url, Some(&token), protocol::encode(&empty_sync_request()));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answer = SyncResponse::decode(&body, 64 << 20).expect("a sync answer");
-    let data = answer.data.iter().find(|d| d.household_id == household && d.whole).expect("the household, whole");
-    let (doc, _) =
-        HouseholdDocument::load_from_sync(household, &data.chunks[0], &ActorId::random()).expect("the household loads");
+    let whole = answer.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
+    let (doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household).expect("the household, whole");
     (token, answer, doc)
 }
 

@@ -10,7 +10,7 @@
 
 mod claimed;
 mod conflicts;
-mod shipped;
+pub mod shipped;
 mod convert;
 pub(crate) mod status;
 pub(crate) mod stored;

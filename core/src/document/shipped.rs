@@ -1,12 +1,19 @@
-//! A whole document as a sync response carries it: Automerge's document chunk without
-//! what the receiving phone rebuilds from the rest.
+//! Whole documents as a sync response carries them.
 //!
-//! Left out are the chunk's header (magic bytes, checksum, type, length: the message
-//! frames the document already) and its heads with their indices. The heads are the
-//! hashes of the document's last changes, which loading the document computes again,
-//! and their 32 random bytes each are the one part of a document that zstd cannot shrink:
-//! about 5.5% of a coordinator's first sync. The response's `documents_digest` lets the
-//! phone check that the heads it computed are the server's.
+//! Each is Automerge's document chunk without what the receiving phone rebuilds from the
+//! rest: the chunk's header (magic bytes, checksum, type, length: the message frames the
+//! document already) and its heads with their indices. The heads are the hashes of the
+//! document's last changes, which loading the document computes again, and their 32
+//! random bytes each are the one part of a document that zstd cannot shrink: about 5.5%
+//! of a coordinator's first sync. The response's heads digest lets the phone check that
+//! the heads it computed are the server's.
+//!
+//! The documents of a response travel as one bundle, laid out by column: first each
+//! document's actors and column lengths, then each column of every document together
+//! (all the visits' notes, all the change times...). zstd finds more alike bytes close
+//! together that way: about 2.7% fewer bytes for a coordinator's first sync.
+
+use std::collections::BTreeMap;
 
 use automerge::ChangeHash;
 use sha2::{Digest, Sha256};
@@ -74,6 +81,109 @@ pub(super) fn dress(stripped: &[u8], heads: &[ChangeHash]) -> Result<Vec<u8>, St
     Ok(chunk)
 }
 
+/// A document as `strip` leaves it: its actors and column lengths (`prefix`), then the
+/// columns' data in the order listed, each column named by (0 for the change columns, 1
+/// for the operation columns; its specification).
+struct Layout<'a> {
+    prefix: &'a [u8],
+    columns: Vec<((u8, u64), usize)>,
+    data: &'a [u8],
+}
+
+impl<'a> Layout<'a> {
+    /// The layout of the document at the start of `bytes`, which holds at least its
+    /// prefix; its data are the bytes after the prefix, not checked here.
+    fn read(bytes: &'a [u8]) -> Result<Layout<'a>, String> {
+        let mut r = Reader { bytes, at: 0 };
+        skip_actors(&mut r)?;
+        let mut columns = Vec::new();
+        for kind in 0..2 {
+            for _ in 0..r.uint()? {
+                let spec = r.uint()?;
+                columns.push(((kind, spec), r.uint()? as usize));
+            }
+        }
+        Ok(Layout { prefix: &bytes[..r.at], columns, data: &bytes[r.at..] })
+    }
+
+    fn data_len(&self) -> Result<usize, String> {
+        self.columns.iter().try_fold(0usize, |sum, (_, len)| sum.checked_add(*len)).ok_or_else(|| "columns too long".into())
+    }
+}
+
+/// Documents as `strip` left them, in one bundle laid out by column: the number of
+/// documents, each document's prefix (actors and column lengths), then for each column
+/// in order of (kind, specification) its data from every document that has it.
+pub fn bundle(documents: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(documents.iter().map(Vec::len).sum::<usize>() + 8);
+    leb128::write::unsigned(&mut out, documents.len() as u64).expect("writes to memory");
+    let mut layouts = Vec::with_capacity(documents.len());
+    for document in documents {
+        let layout = Layout::read(document)?;
+        if layout.data_len()? != layout.data.len() {
+            return Err("a document's columns do not add up to its data".into());
+        }
+        out.extend_from_slice(layout.prefix);
+        layouts.push(layout);
+    }
+    // Each document's columns, from where each starts in its data.
+    let mut by_column: BTreeMap<(u8, u64), Vec<&[u8]>> = BTreeMap::new();
+    for layout in &layouts {
+        let mut at = 0;
+        for (column, len) in &layout.columns {
+            by_column.entry(*column).or_default().push(&layout.data[at..at + len]);
+            at += len;
+        }
+    }
+    for parts in by_column.values() {
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    }
+    Ok(out)
+}
+
+/// The documents of a `bundle`, each as `strip` left it.
+pub fn unbundle(bundle: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut r = Reader { bytes: bundle, at: 0 };
+    let count = r.uint()? as usize;
+    let mut layouts = Vec::with_capacity(count.min(bundle.len()));
+    for _ in 0..count {
+        let layout = Layout::read(&bundle[r.at..])?;
+        r.take(layout.prefix.len())?;
+        layouts.push(layout);
+    }
+    // Where each column's part of the bundle starts.
+    let mut starts: BTreeMap<(u8, u64), usize> = BTreeMap::new();
+    for layout in &layouts {
+        for (column, len) in &layout.columns {
+            let total = starts.entry(*column).or_default();
+            *total = total.checked_add(*len).ok_or("columns too long")?;
+        }
+    }
+    for len in starts.values_mut() {
+        let start = r.at;
+        r.take(*len)?;
+        *len = start;
+    }
+    if !r.done() {
+        return Err("bytes left over after the documents".into());
+    }
+    Ok(layouts
+        .iter()
+        .map(|layout| {
+            let mut document = Vec::with_capacity(layout.prefix.len() + layout.data_len().unwrap_or(0));
+            document.extend_from_slice(layout.prefix);
+            for (column, len) in &layout.columns {
+                let at = starts.get_mut(column).expect("every column has a start");
+                document.extend_from_slice(&bundle[*at..*at + len]);
+                *at += len;
+            }
+            document
+        })
+        .collect())
+}
+
 fn skip_actors(r: &mut Reader<'_>) -> Result<(), String> {
     for _ in 0..r.uint()? {
         r.bytes_with_len()?;
@@ -116,6 +226,25 @@ mod tests {
         let mut reloaded = HouseholdDocument::load(doc.id(), &saved, &ActorId::random()).unwrap();
         assert_eq!(reloaded.heads(), doc.heads());
         assert_eq!(reloaded.history().len(), doc.history().len());
+    }
+
+    #[test]
+    fn documents_bundled_by_column_come_back_as_they_were() {
+        let mut with_visits = with_two_heads();
+        let mut created_only = household();
+        let shipped = vec![with_visits.save_for_sync().unwrap(), created_only.save_for_sync().unwrap()];
+        let bundle = super::bundle(&shipped).unwrap();
+        assert_eq!(bundle.len(), shipped[0].len() + shipped[1].len() + 1, "only the count is added");
+        assert_ne!(&bundle[1..1 + shipped[0].len()], &shipped[0][..], "laid out by column, not document by document");
+        assert_eq!(super::unbundle(&bundle).unwrap(), shipped);
+        assert_eq!(super::unbundle(&super::bundle(&[]).unwrap()).unwrap(), Vec::<Vec<u8>>::new());
+
+        for cut in [0, 1, bundle.len() / 2, bundle.len() - 1] {
+            assert!(super::unbundle(&bundle[..cut]).is_err(), "cut at {cut} of {}", bundle.len());
+        }
+        let mut longer = bundle.clone();
+        longer.push(0);
+        assert!(super::unbundle(&longer).unwrap_err().contains("left over"));
     }
 
     #[test]

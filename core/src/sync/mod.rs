@@ -18,7 +18,7 @@ pub mod protocol;
 
 use std::collections::BTreeSet;
 
-use automerge::ChangeHash;
+use automerge::{ActorId, ChangeHash};
 
 use crate::document::{decode_change, HouseholdDocument};
 use crate::error::{Error, Result};
@@ -58,6 +58,25 @@ fn hex_hash(hash: &[u8; 32]) -> String {
 
 fn parse_heads(heads: &[[u8; 32]]) -> Vec<ChangeHash> {
     heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+impl WholeDocuments {
+    /// Each document loaded as a phone loads it (`HouseholdDocument::load_from_sync`), with
+    /// its bytes saved with its heads; refused if the heads are not those the server sent.
+    pub fn load(&self, actor: &ActorId) -> std::result::Result<Vec<(HouseholdDocument, Vec<u8>)>, String> {
+        let mut loaded = Vec::with_capacity(self.household_ids.len());
+        let mut heads = Vec::with_capacity(self.household_ids.len());
+        for (household_id, shipped) in self.documents()? {
+            let (mut doc, saved) = HouseholdDocument::load_from_sync(household_id, &shipped, actor)
+                .map_err(|e| format!("household {household_id}: {e}"))?;
+            heads.push(doc.heads());
+            loaded.push((doc, saved));
+        }
+        if self.heads_digest != heads_digest(heads.iter().map(Vec::as_slice)) {
+            return Err("they are not the documents the server sent (their heads differ)".into());
+        }
+        Ok(loaded)
+    }
 }
 
 impl Replica {
@@ -119,32 +138,22 @@ impl Replica {
         let mut step = SyncStep::default();
         let actor = self.lock().actor.clone();
         let mut decoded: Vec<(String, Incoming)> = Vec::new();
-        let mut whole_heads: Vec<Vec<ChangeHash>> = Vec::new();
+        if let Some(whole) = &response.whole {
+            let loaded = whole.load(&actor).map_err(|e| Error::Server {
+                status: 200,
+                message: format!("the whole documents in the response cannot be decoded: {e}"),
+            })?;
+            for (doc, saved) in loaded {
+                decoded.push((doc.id().to_string(), Incoming::Whole { doc, saved }));
+            }
+        }
         for data in &response.data {
-            let bad = |e: String| Error::Server {
+            let changes = data.chunks.iter().map(|chunk| decode_change(chunk.to_vec()));
+            let changes = changes.collect::<std::result::Result<_, _>>().map_err(|e| Error::Server {
                 status: 200,
                 message: format!("household {} in the response cannot be decoded: {e}", data.household_id),
-            };
-            let incoming = if data.whole {
-                let shipped: Vec<u8> = data.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
-                let (mut doc, saved) = HouseholdDocument::load_from_sync(&data.household_id, &shipped, &actor)
-                    .map_err(|e| bad(e.to_string()))?;
-                whole_heads.push(doc.heads());
-                Incoming::Whole { doc, saved }
-            } else {
-                let changes = data.chunks.iter().map(|chunk| decode_change(chunk.to_vec()));
-                Incoming::Changes(changes.collect::<std::result::Result<_, _>>().map_err(bad)?)
-            };
-            decoded.push((data.household_id.clone(), incoming));
-        }
-        if !whole_heads.is_empty()
-            && response.documents_digest != Some(documents_digest(whole_heads.iter().map(Vec::as_slice)))
-        {
-            return Err(Error::Server {
-                status: 200,
-                message: "the whole documents in the response are not the ones the server sent (their heads differ)"
-                    .into(),
-            });
+            })?;
+            decoded.push((data.household_id.clone(), Incoming::Changes(changes)));
         }
 
         let mut guard = self.lock();
@@ -154,8 +163,8 @@ impl Replica {
             None => BTreeSet::new(),
         };
         // Whole documents answer earlier rebuild requests.
-        for data in response.data.iter().filter(|d| d.whole) {
-            rebuild.remove(&data.household_id);
+        for household_id in response.whole.iter().flat_map(|whole| &whole.household_ids) {
+            rebuild.remove(household_id);
         }
         let mut report = ImportReport::default();
         let mut prepared = prepare_imports(inner, decoded, &mut report)?;
@@ -269,28 +278,29 @@ mod tests {
         // The server's copy, as a sync response carries it: without its heads.
         let mut sent = HouseholdDocument::load(&household.id, &saved, &automerge::ActorId::random()).unwrap();
         let (shipped, sent_heads) = (sent.save_for_sync().unwrap(), sent.heads());
+        let bundle = crate::document::shipped::bundle(&[shipped]).unwrap();
         let answer = |digest: [u8; 32]| SyncResponse {
             version: PROTOCOL_VERSION,
             acks: vec![],
-            data: vec![HouseholdData {
-                household_id: household.id.clone(),
-                chunks: vec![shipped.clone().into()],
-                whole: true,
-            }],
+            data: vec![],
+            whole: Some(WholeDocuments {
+                household_ids: vec![household.id.clone()],
+                bundle: bundle.clone().into(),
+                heads_digest: digest,
+            }),
             removed: vec![],
             position: Position { epoch: "e".into(), seq: 1, grant: 1 },
             more: false,
             reconcile_needed: false,
             server_heads: vec![],
-            documents_digest: Some(digest),
         };
         // Heads that are not the document's: refused, and nothing kept.
-        let wrong = answer(documents_digest([&[][..]]));
+        let wrong = answer(heads_digest([&[][..]]));
         let refused = coordinator.apply_sync_response(wrong).unwrap_err();
         assert!(refused.to_string().contains("heads differ"), "{refused}");
         assert!(coordinator.list_households().unwrap().is_empty());
 
-        let step = coordinator.apply_sync_response(answer(documents_digest([sent_heads.as_slice()]))).unwrap();
+        let step = coordinator.apply_sync_response(answer(heads_digest([sent_heads.as_slice()]))).unwrap();
         assert_eq!(step.households_changed, vec![household.id.clone()]);
         assert_eq!(sorted(coordinator.heads().unwrap()), sorted(phone.heads().unwrap()));
         assert_eq!(coordinator.visits(&household.id).unwrap().len(), 2);

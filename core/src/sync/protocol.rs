@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::document::shipped;
+
 /// The protocol version this code speaks; a message with another version is refused.
 pub const PROTOCOL_VERSION: u16 = 3;
 
@@ -82,14 +84,35 @@ pub struct Ack {
     pub outcome: Outcome,
 }
 
-/// Changes of one household, or a whole document.
+/// Changes of one household.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdData {
     pub household_id: String,
-    /// Encoded Automerge changes, or when `whole` is set the document as
-    /// `HouseholdDocument::save_for_sync` leaves it: without its chunk header and heads.
+    /// Encoded Automerge changes.
     pub chunks: Vec<serde_bytes::ByteBuf>,
-    pub whole: bool,
+}
+
+/// Whole documents, for households newly in the device's scope or asked for in `rebuild`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeDocuments {
+    pub household_ids: Vec<String>,
+    /// The documents, in the same order, without their chunk headers and heads, in one
+    /// bundle laid out by column (`doorstep_core::document::shipped`).
+    pub bundle: serde_bytes::ByteBuf,
+    /// `heads_digest` of the documents' heads, which they come without. The phone
+    /// computes the heads as it loads the documents, and checks.
+    pub heads_digest: [u8; 32],
+}
+
+impl WholeDocuments {
+    /// Each household and its document as `HouseholdDocument::load_from_sync` reads it.
+    pub fn documents(&self) -> Result<Vec<(&str, Vec<u8>)>, String> {
+        let documents = shipped::unbundle(&self.bundle)?;
+        if documents.len() != self.household_ids.len() {
+            return Err(format!("{} documents for {} households", documents.len(), self.household_ids.len()));
+        }
+        Ok(self.household_ids.iter().map(String::as_str).zip(documents).collect())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,9 +120,10 @@ pub struct SyncResponse {
     pub version: u16,
     /// One entry per pushed change, and for earlier pushes whose outcome changed.
     pub acks: Vec<Ack>,
-    /// Changes since the device's position, and whole documents for households newly in
-    /// scope (or asked for in `rebuild`).
+    /// Changes since the device's position.
     pub data: Vec<HouseholdData>,
+    /// Whole documents: applied before `data`.
+    pub whole: Option<WholeDocuments>,
     /// Households that left the device's scope: remove them once nothing is pending.
     pub removed: Vec<String>,
     /// Where the device stands after applying this response.
@@ -111,14 +135,11 @@ pub struct SyncResponse {
     /// During a reconciliation: the server's heads where the device's differ, so the
     /// device can push what the server lacks.
     pub server_heads: Vec<Heads>,
-    /// With whole documents in `data`: `documents_digest` of their heads, which they come
-    /// without. The phone computes the heads as it loads them, and checks.
-    pub documents_digest: Option<[u8; 32]>,
 }
 
 /// SHA-256 over the heads of each whole document of a response, in order: the number of
 /// heads as 8 bytes (little-endian), then the heads, sorted.
-pub fn documents_digest<'a>(heads: impl IntoIterator<Item = &'a [automerge::ChangeHash]>) -> [u8; 32] {
+pub fn heads_digest<'a>(heads: impl IntoIterator<Item = &'a [automerge::ChangeHash]>) -> [u8; 32] {
     let mut digest = Sha256::new();
     for heads in heads {
         let mut sorted = heads.to_vec();
