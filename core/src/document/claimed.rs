@@ -11,16 +11,8 @@ const CHANGE: u8 = 1;
 /// The most values any column of the change claims, or why the bytes are not a change
 /// with plain (not deflated) columns.
 pub(super) fn operations_claimed(bytes: &[u8]) -> Result<u64, String> {
-    let mut r = Reader { bytes, at: 0 };
-    if r.take(4)? != MAGIC {
-        return Err("not an Automerge chunk".into());
-    }
-    r.take(4)?; // checksum
-    if r.take(1)?[0] != CHANGE {
-        return Err("not an uncompressed change (phones send changes uncompressed)".into());
-    }
-    let len = r.uint()? as usize;
-    let mut r = Reader { bytes: r.take(len)?, at: 0 };
+    let contents = chunk_contents(bytes, CHANGE, "not an uncompressed change (phones send changes uncompressed)")?;
+    let mut r = Reader { bytes: contents, at: 0 };
     let deps = r.uint()? as usize;
     r.take(deps.checked_mul(32).ok_or("too many dependencies")?)?;
     r.bytes_with_len()?; // actor
@@ -45,6 +37,21 @@ pub(super) fn operations_claimed(bytes: &[u8]) -> Result<u64, String> {
         most = most.max(values_claimed(column, spec & 0b111)?);
     }
     Ok(most)
+}
+
+/// What the chunk at the start of `bytes` holds after its header (magic bytes, checksum,
+/// type, length), if it is of type `kind`; `other` says what it is not otherwise.
+pub(super) fn chunk_contents<'a>(bytes: &'a [u8], kind: u8, other: &str) -> Result<&'a [u8], String> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != MAGIC {
+        return Err("not an Automerge chunk".into());
+    }
+    r.take(4)?; // checksum
+    if r.take(1)?[0] != kind {
+        return Err(other.into());
+    }
+    let len = r.uint()? as usize;
+    r.take(len)
 }
 
 /// The values a column of `kind` claims: the sum of its run lengths.

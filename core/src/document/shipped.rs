@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use automerge::ChangeHash;
 use sha2::{Digest, Sha256};
 
-use super::claimed::{Reader, MAGIC};
+use super::claimed::{chunk_contents, Reader, MAGIC};
 
 /// The chunk type of a document.
 const DOCUMENT: u8 = 0;
@@ -26,16 +26,7 @@ const DOCUMENT: u8 = 0;
 /// The document chunk `saved` (as `save_nocompress` writes it) without its header, its
 /// heads and the heads' indices after its columns.
 pub(super) fn strip(saved: &[u8]) -> Result<Vec<u8>, String> {
-    let mut r = Reader { bytes: saved, at: 0 };
-    if r.take(4)? != MAGIC {
-        return Err("not an Automerge chunk".into());
-    }
-    r.take(4)?; // checksum
-    if r.take(1)?[0] != DOCUMENT {
-        return Err("not a document chunk".into());
-    }
-    let len = r.uint()? as usize;
-    let contents = r.take(len)?;
+    let contents = chunk_contents(saved, DOCUMENT, "not a document chunk")?;
     let mut r = Reader { bytes: contents, at: 0 };
     skip_actors(&mut r)?;
     let actors = r.at;
