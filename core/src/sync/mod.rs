@@ -63,15 +63,30 @@ fn parse_heads(heads: &[[u8; 32]]) -> Vec<ChangeHash> {
 impl WholeDocuments {
     /// Each document loaded as a phone loads it (`HouseholdDocument::load_from_sync`), with
     /// its bytes saved with its heads; refused if the heads are not those the server sent.
+    /// The documents are loaded on as many threads as the phone has cores: a coordinator's
+    /// first sync loads thousands, each twice.
     pub fn load(&self, actor: &ActorId) -> std::result::Result<Vec<(HouseholdDocument, Vec<u8>)>, String> {
-        let mut loaded = Vec::with_capacity(self.household_ids.len());
-        let mut heads = Vec::with_capacity(self.household_ids.len());
-        for (household_id, shipped) in self.documents()? {
-            let (mut doc, saved) = HouseholdDocument::load_from_sync(household_id, &shipped, actor)
-                .map_err(|e| format!("household {household_id}: {e}"))?;
-            heads.push(doc.heads());
-            loaded.push((doc, saved));
+        let documents = self.documents()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(documents.len().max(1));
+        let per_thread = documents.len().div_ceil(threads).max(1);
+        let load = |part: &[(&str, Vec<u8>)]| -> std::result::Result<Vec<(HouseholdDocument, Vec<u8>)>, String> {
+            part.iter()
+                .map(|(household_id, shipped)| {
+                    HouseholdDocument::load_from_sync(household_id, shipped, actor)
+                        .map_err(|e| format!("household {household_id}: {e}"))
+                })
+                .collect()
+        };
+        let parts: Vec<_> = std::thread::scope(|scope| {
+            let running: Vec<_> = documents.chunks(per_thread).map(|part| scope.spawn(move || load(part))).collect();
+            let failed = || Err("a document made Automerge fail while loading it".to_string());
+            running.into_iter().map(|thread| thread.join().unwrap_or_else(|_| failed())).collect()
+        });
+        let mut loaded = Vec::with_capacity(documents.len());
+        for part in parts {
+            loaded.extend(part?);
         }
+        let heads: Vec<Vec<ChangeHash>> = loaded.iter_mut().map(|(doc, _)| doc.heads()).collect();
         if self.heads_digest != heads_digest(heads.iter().map(Vec::as_slice)) {
             return Err("they are not the documents the server sent (their heads differ)".into());
         }
