@@ -1099,8 +1099,9 @@ fn main() {
         seeded_changes
     );
     println!(
-        "What-if: the same documents saved without Automerge's column compression (`save_nocompress`) and zstd-3 \
-         per 4 MiB page (the server's answers at the phones' level): {} ({:.2}× the zstd-3 JSON).",
+        "What-if: the same documents saved without Automerge's column compression (`save_nocompress`), whole with \
+         their heads and one after another (the server's answers before protocol 3), zstd-3 per 4 MiB page: {} \
+         ({:.2}× the zstd-3 JSON).",
         kb(nocompress_zstd),
         nocompress_zstd as f64 / json_zstd as f64
     );
