@@ -208,11 +208,21 @@ fn member_actor(m: usize) -> ActorId {
     ActorId::from(bytes)
 }
 
+/// A member's phone's device id, as enrolment gives it (a UUIDv7: the enrolment's time,
+/// then random bytes), the same in every run.
+fn member_device(m: usize) -> String {
+    let rng = &mut StdRng::seed_from_u64(0xDE71 ^ (m as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut random = [0u8; 10];
+    rng.fill_bytes(&mut random);
+    let enrolled = SCHOOL_YEAR_START_MS as u64 - 14 * DAY_MS as u64 + rng.random_range(0..7 * DAY_MS as u64);
+    uuid::Builder::from_unix_timestamp_millis(enrolled, &random).into_uuid().to_string()
+}
+
 /// Visits and an issue on a household the server created: the changes, oldest first.
 fn seed_household(index: usize, id: &str, saved: &[u8], sizes: &Sizes) -> Vec<PushedChange> {
     let m = index / 3;
     let member = member_id(m);
-    let author = Author { member_id: member.clone(), device_id: format!("d-{member}") };
+    let author = Author { member_id: member.clone(), device_id: member_device(m) };
     let rng = &mut StdRng::seed_from_u64(0x5EED ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
     let mut doc = HouseholdDocument::load(id, saved, &member_actor(m)).expect("server document loads");
     let ctx = note_context(&doc);
