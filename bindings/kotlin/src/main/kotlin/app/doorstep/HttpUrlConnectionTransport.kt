@@ -16,6 +16,7 @@ import java.net.NoRouteToHostException
 import java.net.SocketTimeoutException
 import java.net.URI
 import java.net.UnknownHostException
+import java.util.concurrent.atomic.AtomicReference
 import javax.net.ssl.SSLHandshakeException
 
 /**
@@ -41,12 +42,16 @@ class HttpUrlConnectionTransport(
 
     override suspend fun post(request: HttpRequest): HttpResponse = coroutineScope {
         val connection = open(request)
-        val exchange = async(io) { exchange(connection, request) }
+        // Whether the exchange connected (true) or the call was cancelled (false) first.
+        // `disconnect` does nothing while `connect` is still opening the socket, so whichever
+        // of the two comes second closes it.
+        val connected = AtomicReference<Boolean?>(null)
+        val exchange = async(io) { exchange(connection, request, connected) }
         try {
             exchange.await()
         } catch (e: CancellationException) {
             // The blocking read does not notice cancellation: closing the socket ends it.
-            connection.disconnect()
+            if (!connected.compareAndSet(null, false)) connection.disconnect()
             throw e
         }
     }
@@ -70,13 +75,21 @@ class HttpUrlConnectionTransport(
         return connection
     }
 
-    private fun exchange(connection: HttpURLConnection, request: HttpRequest): HttpResponse {
+    private fun exchange(
+        connection: HttpURLConnection,
+        request: HttpRequest,
+        connected: AtomicReference<Boolean?>,
+    ): HttpResponse {
         try {
             connection.connect()
         } catch (e: SocketTimeoutException) {
             throw TransportException.Timeout()
         } catch (e: IOException) {
             throw TransportException.NoConnection("${request.url}: ${e.message ?: e}")
+        }
+        if (!connected.compareAndSet(null, true)) {
+            connection.disconnect()
+            throw CancellationException("the sync was cancelled while connecting")
         }
         try {
             connection.outputStream.use { it.write(request.body) }
