@@ -33,14 +33,7 @@ pub(super) fn strip(saved: &[u8]) -> Result<Vec<u8>, String> {
     let heads = r.uint()? as usize;
     r.take(heads.checked_mul(32).ok_or("too many heads")?)?;
     let columns = r.at;
-    let mut data = 0usize;
-    // The change columns' specifications and lengths, then the operation columns'.
-    for _ in 0..2 {
-        for _ in 0..r.uint()? {
-            r.uint()?;
-            data = data.checked_add(r.uint()? as usize).ok_or("columns too long")?;
-        }
-    }
+    let data = data_len(&read_columns(&mut r)?)?;
     r.take(data)?;
     let mut out = Vec::with_capacity(actors + r.at - columns);
     out.extend_from_slice(&contents[..actors]);
@@ -72,12 +65,15 @@ pub(super) fn dress(stripped: &[u8], heads: &[ChangeHash]) -> Result<Vec<u8>, St
     Ok(chunk)
 }
 
+/// A column of a document: (0 for a change column, 1 for an operation column; its
+/// specification), and its length in bytes.
+type Column = ((u8, u64), usize);
+
 /// A document as `strip` leaves it: its actors and column lengths (`prefix`), then the
-/// columns' data in the order listed, each column named by (0 for the change columns, 1
-/// for the operation columns; its specification).
+/// columns' data in the order listed.
 struct Layout<'a> {
     prefix: &'a [u8],
-    columns: Vec<((u8, u64), usize)>,
+    columns: Vec<Column>,
     data: &'a [u8],
 }
 
@@ -87,19 +83,30 @@ impl<'a> Layout<'a> {
     fn read(bytes: &'a [u8]) -> Result<Layout<'a>, String> {
         let mut r = Reader { bytes, at: 0 };
         skip_actors(&mut r)?;
-        let mut columns = Vec::new();
-        for kind in 0..2 {
-            for _ in 0..r.uint()? {
-                let spec = r.uint()?;
-                columns.push(((kind, spec), r.uint()? as usize));
-            }
-        }
+        let columns = read_columns(&mut r)?;
         Ok(Layout { prefix: &bytes[..r.at], columns, data: &bytes[r.at..] })
     }
 
     fn data_len(&self) -> Result<usize, String> {
-        self.columns.iter().try_fold(0usize, |sum, (_, len)| sum.checked_add(*len)).ok_or_else(|| "columns too long".into())
+        data_len(&self.columns)
     }
+}
+
+/// The change columns' specifications and lengths, then the operation columns'.
+fn read_columns(r: &mut Reader<'_>) -> Result<Vec<Column>, String> {
+    let mut columns = Vec::new();
+    for kind in 0..2 {
+        for _ in 0..r.uint()? {
+            let spec = r.uint()?;
+            columns.push(((kind, spec), r.uint()? as usize));
+        }
+    }
+    Ok(columns)
+}
+
+/// The bytes of data `columns` hold together.
+fn data_len(columns: &[Column]) -> Result<usize, String> {
+    columns.iter().try_fold(0usize, |sum, (_, len)| sum.checked_add(*len)).ok_or_else(|| "columns too long".into())
 }
 
 /// Documents as `strip` left them, in one bundle laid out by column: the number of
