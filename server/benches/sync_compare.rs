@@ -445,16 +445,13 @@ fn pull_all(http: &reqwest::blocking::Client, url: &str, token: &str, position: 
         }
     }
     pull.elapsed = started.elapsed();
-    // The documents came without their heads: loaded as a phone loads them (their heads
-    // checked against each page's digest), saved whole.
+    // The documents came without their heads: loaded as a phone loads them (on every core,
+    // their heads checked against each page's digest), saved whole.
     let actor = ActorId::random();
-    let loaded: Vec<Mutex<Vec<Vec<u8>>>> = (0..pages.len()).map(|_| Mutex::default()).collect();
-    parallel(pages.len(), 2, |i| {
-        let page = pages[i].load(&actor).expect("the documents load");
-        *loaded[i].lock().unwrap() = page.into_iter().map(|(_, saved)| saved).collect();
-    });
-    let ids = pages.iter().flat_map(|page| page.household_ids.iter().cloned());
-    pull.whole = ids.zip(loaded.into_iter().flat_map(|page| page.into_inner().unwrap())).collect();
+    for page in &pages {
+        let loaded = page.load(&actor).expect("the documents load");
+        pull.whole.extend(loaded.into_iter().map(|(doc, saved)| (doc.id().to_string(), saved)));
+    }
     pull
 }
 
