@@ -5,7 +5,7 @@
 //! committed: an acknowledged change is durable. If a batch fails, each of its requests
 //! is retried alone, so one bad request cannot fail the others.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
@@ -15,7 +15,7 @@ use lru::LruCache;
 
 use crate::error::{Result, ServerError};
 use crate::org::{Device, Member};
-use crate::store::{QuarantineStatus, ServerStore, WriteTx};
+use crate::store::{Compaction, QuarantineStatus, ServerStore, WriteTx};
 use crate::merge;
 
 /// How many household documents stay in memory.
@@ -49,6 +49,8 @@ pub struct Engine<S: ServerStore> {
     actor: ActorId,
     /// Documents in memory, the least recently used dropped first.
     cache: LruCache<String, HouseholdDocument>,
+    /// Households whose compaction sync batches left for when no request waits.
+    compactions_due: BTreeSet<String>,
 }
 
 /// Documents being changed by the current transaction: put back in the cache only if it
@@ -58,7 +60,7 @@ type WorkingSet = HashMap<String, HouseholdDocument>;
 impl<S: ServerStore> Engine<S> {
     pub fn new(store: S) -> Engine<S> {
         let capacity = NonZeroUsize::new(CACHE_CAPACITY).expect("a cache holds documents");
-        Engine { store, actor: ActorId::random(), cache: LruCache::new(capacity) }
+        Engine { store, actor: ActorId::random(), cache: LruCache::new(capacity), compactions_due: BTreeSet::new() }
     }
 
     fn keep(&mut self, working: WorkingSet) {
@@ -67,12 +69,14 @@ impl<S: ServerStore> Engine<S> {
         }
     }
 
-    /// Run `f` in one transaction; documents it changed are cached only if it commits.
+    /// Run `f` in one transaction; documents it changed are cached, and compactions it
+    /// left for later remembered, only if it commits.
     pub fn write<T>(&mut self, f: impl FnOnce(&S::Tx<'_>, &mut Documents<'_>) -> Result<T>) -> Result<T> {
         let mut working = WorkingSet::new();
+        let mut due = BTreeSet::new();
         let out = {
             let tx = self.store.begin()?;
-            let mut docs = Documents { cache: &mut self.cache, working: &mut working, actor: &self.actor };
+            let mut docs = Documents { cache: &mut self.cache, working: &mut working, actor: &self.actor, due: &mut due };
             let out = f(&tx, &mut docs)?;
             #[cfg(test)]
             tests::commit_fault()?;
@@ -80,7 +84,43 @@ impl<S: ServerStore> Engine<S> {
             out
         };
         self.keep(working);
+        self.compactions_due.append(&mut due);
         Ok(out)
+    }
+
+    /// Whether sync batches left households to compact.
+    pub fn compactions_due(&self) -> bool {
+        !self.compactions_due.is_empty()
+    }
+
+    /// Compact up to `limit` of the households sync batches left due, in one transaction:
+    /// the writer does it while no request waits, so that a burst of syncs does not also
+    /// rewrite every household it touched. Returns how many were compacted. A household
+    /// not in memory is loaded for it and not kept.
+    pub fn compact_due(&mut self, limit: usize) -> Result<usize> {
+        let ids: Vec<String> = std::iter::from_fn(|| self.compactions_due.pop_first()).take(limit).collect();
+        self.write(|tx, docs| {
+            let mut compacted = 0;
+            for id in &ids {
+                // Compacted meanwhile (by a save that does it at once), or not stored.
+                if tx.compaction_due(id)? == Compaction::NotDue {
+                    continue;
+                }
+                let (mut doc, cached) = match docs.take(tx, id)? {
+                    Held::InMemory(doc) => (*doc, true),
+                    held => match held.load(id, docs.actor())? {
+                        Some(doc) => (doc, false),
+                        None => continue,
+                    },
+                };
+                tx.compact_document(&mut doc)?;
+                if cached {
+                    docs.put(id, doc);
+                }
+                compacted += 1;
+            }
+            Ok(compacted)
+        })
     }
 
     /// Handle sync requests together in one transaction; on failure, one by one.
@@ -254,6 +294,7 @@ pub struct Documents<'a> {
     cache: &'a mut LruCache<String, HouseholdDocument>,
     working: &'a mut WorkingSet,
     actor: &'a ActorId,
+    due: &'a mut BTreeSet<String>,
 }
 
 impl Documents<'_> {
@@ -292,6 +333,11 @@ impl Documents<'_> {
     /// Give a document back to the working set.
     pub(crate) fn put(&mut self, household_id: &str, doc: HouseholdDocument) {
         self.working.insert(household_id.to_string(), doc);
+    }
+
+    /// Compact the household once no request waits (`Engine::compact_due`).
+    pub(crate) fn compact_later(&mut self, household_id: &str) {
+        self.due.insert(household_id.to_string());
     }
 
     pub(crate) fn create(&mut self, tx: &impl WriteTx, by: &str, new: &doorstep_core::NewHousehold) -> Result<doorstep_core::Household> {
@@ -771,6 +817,60 @@ mod tests {
             let (h1, h2) = &self.households;
             (visits_on(&mut self.engine, &self.admin_token, h1), visits_on(&mut self.engine, &self.admin_token, h2))
         }
+    }
+
+    /// Whether each household is due a compaction, as stored.
+    fn compactions(engine: &mut Engine<SqliteStore>, households: &[&str]) -> Vec<Compaction> {
+        engine.write(|tx, _| households.iter().map(|h| tx.compaction_due(h)).collect()).unwrap()
+    }
+
+    #[test]
+    fn households_sync_batches_grew_are_compacted_once_idle_and_read_the_same() {
+        for in_memory in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut phones, first, next) = two_phones(dir.path());
+            let (_, following) = phones.engine.sync_batch_then(first, || next);
+            phones.engine.sync_batch_then(following.unwrap(), Vec::new);
+            // h1 now has two increments, which outweigh its snapshot; h2 has one.
+            let (h1, h2) = phones.households.clone();
+            assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::Due, Compaction::NotDue]);
+            assert!(phones.engine.compactions_due(), "left for later, not done in the batch");
+            let stored = |engine: &mut Engine<SqliteStore>| {
+                let bytes = engine.write(|tx, _| tx.document(&h1)).unwrap().unwrap();
+                let mut doc = HouseholdDocument::load(&h1, &bytes, &ActorId::random()).unwrap();
+                (doc.heads(), doc.to_json())
+            };
+            let before = stored(&mut phones.engine);
+            if !in_memory {
+                phones.engine.cache.clear();
+            }
+
+            assert_eq!(phones.engine.compact_due(64).unwrap(), 1);
+            assert!(!phones.engine.compactions_due());
+            assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::NotDue, Compaction::NotDue]);
+            assert_eq!(stored(&mut phones.engine), before, "the snapshot holds the same history");
+            assert_eq!(phones.engine.cache.contains(&h1), in_memory, "one loaded to be compacted is not kept");
+            assert_eq!(phones.visits(), (2, 1));
+        }
+    }
+
+    #[test]
+    fn a_household_whose_increments_outnumber_the_limit_is_compacted_in_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = district(dir.path(), &["m1"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        let (p1, first) = phone(&mut engine, "m1");
+        let mut position = first.position.clone();
+        // One visit per sync, and never idle: the writer would compact between them.
+        for (k, change) in record_visits(&p1, &first, |_| 65).into_iter().enumerate() {
+            let answer = engine.sync_batch(vec![job(&p1.token, Some(position), vec![change])]).pop().unwrap().unwrap();
+            assert_eq!(answer.acks[0].outcome, Outcome::Accepted);
+            position = answer.position;
+            if k + 1 == 64 {
+                assert_eq!(compactions(&mut engine, &[&h1]), [Compaction::Due], "64 increments: left for later");
+            }
+        }
+        assert_eq!(compactions(&mut engine, &[&h1]), [Compaction::NotDue], "the 65th: compacted at once");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::engine::{now_ms, recheck_dependents, Documents, Held};
 use crate::error::{Result, ServerError};
 use crate::org::{Member, Role};
-use crate::store::{QuarantineStatus, QuarantinedChange, WriteTx};
+use crate::store::{Compaction, QuarantineStatus, QuarantinedChange, WriteTx};
 use crate::validate::check_change;
 
 /// Below this many pushed changes in a batch, merging stays on the writer thread.
@@ -394,7 +394,13 @@ fn save_merged(
 ) -> Result<()> {
     let Some(mut doc) = doc else { return Ok(()) };
     if let Some((increment, view)) = stored {
-        tx.save_document(&mut doc, &increment, &view)?;
+        // A burst of syncs would otherwise rewrite most households it touches: the
+        // writer compacts them once no request waits, unless loading one got slow.
+        match tx.append_document(&mut doc, &increment, &view)? {
+            Compaction::NotDue => {}
+            Compaction::Due => docs.compact_later(household_id),
+            Compaction::Overdue => tx.compact_document(&mut doc)?,
+        }
     }
     docs.put(household_id, doc);
     Ok(())

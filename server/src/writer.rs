@@ -3,7 +3,8 @@
 //! Sync requests waiting together are drained into one batch (one transaction, one
 //! fsync): that is what lets a 2-core machine with SQLite accept thousands of changes a
 //! second from many phones at once. The requests that arrive while a batch is handled
-//! are started before it commits, so that they merge while it commits.
+//! are started before it commits, so that they merge while it commits. Households those
+//! batches left to compact are compacted once no request waits.
 
 use std::sync::mpsc;
 
@@ -16,6 +17,11 @@ use crate::store::sqlite::SqliteStore;
 
 /// Most sync requests handled in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// Households compacted in one transaction while the writer is idle: a request arriving
+/// meanwhile waits for at most this many (about 20 µs and one snapshot written each) and
+/// one commit.
+const COMPACTIONS_AT_ONCE: usize = 64;
 
 type Work = Box<dyn FnOnce(&mut Engine<SqliteStore>) + Send>;
 
@@ -65,6 +71,23 @@ fn drain(rx: &mpsc::Receiver<Command>, first: Option<Command>, later: &mut Vec<W
     (jobs, replies)
 }
 
+/// The next command, waiting for one; meanwhile, while none waits, compact what sync
+/// batches left due, a few households at a time. `None` once every handle is gone.
+fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>) -> Option<Command> {
+    while engine.compactions_due() {
+        match rx.try_recv() {
+            Ok(command) => return Some(command),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {
+                if let Some(Err(e)) = survive("a compaction", || engine.compact_due(COMPACTIONS_AT_ONCE)) {
+                    tracing::warn!("compacting household documents failed; they stay as they are: {e}");
+                }
+            }
+        }
+    }
+    rx.recv().ok()
+}
+
 impl Writer {
     /// Start the writer thread. While one batch commits, the requests that arrived
     /// meanwhile are already merging (`Engine::sync_batch_then`); work to run on the writer
@@ -80,7 +103,7 @@ impl Writer {
                     let (batch, replies) = match carried.take() {
                         Some(carried) => carried,
                         None => {
-                            let Ok(first) = rx.recv() else { break };
+                            let Some(first) = next_command(&rx, &mut engine) else { break };
                             let (jobs, replies) = drain(&rx, Some(first), &mut later);
                             (Batch::new(jobs), replies)
                         }
@@ -146,7 +169,10 @@ mod tests {
     use super::*;
     use crate::admin;
     use crate::auth::hash_secret;
-    use doorstep_core::sync::protocol::SyncRequest;
+    use crate::merge::tests::{district, household, job, phone, record_visits};
+    use crate::store::{Compaction, WriteTx};
+    use doorstep_core::sync::protocol::{Outcome, SyncRequest};
+    use std::time::{Duration, Instant};
 
     #[tokio::test]
     async fn a_panic_on_the_writer_fails_that_request_and_the_writer_goes_on() {
@@ -161,5 +187,34 @@ mod tests {
         let job = SyncJob { token_hash: hash_secret(&admin.token), request, changes: vec![] };
         let answer = writer.sync(job).await.unwrap();
         assert!(answer.acks.is_empty() && !answer.more);
+    }
+
+    #[tokio::test]
+    async fn once_no_request_waits_the_writer_compacts_what_sync_batches_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = district(dir.path(), &["m1"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        let (p1, first) = phone(&mut engine, "m1");
+        let writer = Writer::start(engine);
+        let mut position = first.position.clone();
+        for change in record_visits(&p1, &first, |_| 2) {
+            let answer = writer.sync(job(&p1.token, Some(position), vec![change])).await.unwrap();
+            assert_eq!(answer.acks[0].outcome, Outcome::Accepted);
+            position = answer.position;
+        }
+        // The second visit left h1 due; with nothing more to do, the writer compacts it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let h = h1.clone();
+            let (due, left) = writer
+                .run(move |engine| Ok((engine.write(|tx, _| tx.compaction_due(&h))?, engine.compactions_due())))
+                .await
+                .unwrap();
+            if due == Compaction::NotDue && !left {
+                break;
+            }
+            assert!(Instant::now() < deadline, "h1 still {due:?} 10 s after the last sync");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -35,6 +35,17 @@ pub enum Snapshots {
     Uncompressed,
 }
 
+/// Whether a household's stored chunks should become one snapshot (`StoreTx::compaction_due`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    NotDue,
+    /// It has no snapshot yet, or its increments outweigh its snapshot: loading it costs
+    /// more than it would, and its chunks take more room.
+    Due,
+    /// Its increments outnumber `MAX_INCREMENTS`: compact it now, whoever is waiting.
+    Overdue,
+}
+
 pub struct Store {
     conn: Connection,
     snapshots: Snapshots,
@@ -178,6 +189,15 @@ impl StoreTx<'_> {
     /// `view` covers. Compacts the household into one snapshot when its increments have
     /// grown.
     pub fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()> {
+        if self.append_document(doc, increment, view)? != Compaction::NotDue {
+            self.compact_document(doc)?;
+        }
+        Ok(())
+    }
+
+    /// `save_document` without the compaction: whether the household is due one, for the
+    /// caller to make now or later (the sync server, once idle).
+    pub fn append_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<Compaction> {
         let id = doc.id().to_string();
         if !increment.is_empty() {
             self.tx.prepare_cached(
@@ -185,6 +205,16 @@ impl StoreTx<'_> {
             )?
             .execute(params![id, increment])?;
         }
+        let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO doc_heads (household_id, heads) VALUES (?1, ?2)")?
+            .execute(params![id, heads.join(",")])?;
+        projection::write(&self.tx, &id, view)?;
+        self.compaction_due(&id)
+    }
+
+    /// Whether a household's stored increments have grown enough to be compacted.
+    pub fn compaction_due(&self, household_id: &str) -> Result<Compaction> {
         let (increments, increment_bytes, snapshot_bytes): (i64, i64, i64) = self
             .tx
             .prepare_cached(
@@ -193,20 +223,25 @@ impl StoreTx<'_> {
                         coalesce(sum(length(data)) FILTER (WHERE kind = 'snapshot'), 0)
                  FROM doc_chunks WHERE household_id = ?1",
             )?
-            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            .query_row([household_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         let no_snapshot = snapshot_bytes == 0 && increments > 0;
-        if no_snapshot || increments > MAX_INCREMENTS || (increments > 1 && increment_bytes > snapshot_bytes) {
-            let snapshot = match self.snapshots {
-                Snapshots::Compressed => doc.save(),
-                Snapshots::Uncompressed => doc.save_uncompressed(),
-            };
-            self.replace_with_snapshot(&id, &snapshot)?;
-        }
-        let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO doc_heads (household_id, heads) VALUES (?1, ?2)")?
-            .execute(params![id, heads.join(",")])?;
-        projection::write(&self.tx, &id, view)
+        Ok(if increments > MAX_INCREMENTS {
+            Compaction::Overdue
+        } else if no_snapshot || (increments > 1 && increment_bytes > snapshot_bytes) {
+            Compaction::Due
+        } else {
+            Compaction::NotDue
+        })
+    }
+
+    /// Replace a household's stored chunks with one snapshot of `doc`, which must hold
+    /// everything stored.
+    pub fn compact_document(&self, doc: &mut HouseholdDocument) -> Result<()> {
+        let snapshot = match self.snapshots {
+            Snapshots::Compressed => doc.save(),
+            Snapshots::Uncompressed => doc.save_uncompressed(),
+        };
+        self.replace_with_snapshot(doc.id(), &snapshot)
     }
 
     fn replace_with_snapshot(&self, household_id: &str, snapshot: &[u8]) -> Result<()> {

@@ -8,6 +8,7 @@
 pub mod sqlite;
 
 use doorstep_core::document::{HouseholdDocument, View};
+pub use doorstep_core::store::Compaction;
 
 use crate::error::Result;
 use crate::org::{Branch, Community, Device, Member};
@@ -89,8 +90,16 @@ pub trait WriteTx {
 
     // ----- household documents ------------------------------------------------------------
     fn document(&self, household_id: &str) -> Result<Option<Vec<u8>>>;
-    /// Store a document's new changes and rewrite the projection rows `view` covers.
+    /// Store a document's new changes and rewrite the projection rows `view` covers;
+    /// compact it if due.
     fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()>;
+    /// `save_document` without the compaction: whether one is due, for the caller to make
+    /// now or once idle.
+    fn append_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<Compaction>;
+    fn compaction_due(&self, household_id: &str) -> Result<Compaction>;
+    /// Store `doc`, which holds everything stored of its household, as one snapshot in
+    /// place of its chunks.
+    fn compact_document(&self, doc: &mut HouseholdDocument) -> Result<()>;
     /// Households a member may see: assigned ones for members; those of the coordinator's
     /// branches and communities; all for admins.
     fn households_in_scope(&self, member: &Member) -> Result<Vec<String>>;

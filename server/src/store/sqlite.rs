@@ -14,7 +14,7 @@ use doorstep_core::document::{HouseholdDocument, View};
 use doorstep_core::store::{Snapshots, Store, StoreTx};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{LoggedChange, QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
+use super::{Compaction, LoggedChange, QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
 use crate::error::{Result, ServerError};
 use crate::org::{Branch, Community, Device, Member, Role};
 
@@ -403,6 +403,18 @@ impl WriteTx for SqliteTx<'_> {
 
     fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()> {
         Ok(self.tx.save_document(doc, increment, view)?)
+    }
+
+    fn append_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<Compaction> {
+        Ok(self.tx.append_document(doc, increment, view)?)
+    }
+
+    fn compaction_due(&self, household_id: &str) -> Result<Compaction> {
+        Ok(self.tx.compaction_due(household_id)?)
+    }
+
+    fn compact_document(&self, doc: &mut HouseholdDocument) -> Result<()> {
+        Ok(self.tx.compact_document(doc)?)
     }
 
     fn households_in_scope(&self, member: &Member) -> Result<Vec<String>> {
