@@ -934,6 +934,22 @@ fn main() {
     let rate = accepted as f64 / wall.as_secs_f64();
     phase(&server, "concurrent pushes", t);
     drop(rt);
+    // The households the burst grew are compacted once the writer is idle, after the
+    // burst: how many, how long it takes, and its CPU (not counted in the burst's).
+    let metrics = blocking_client();
+    let compactions_due = || -> Option<u64> {
+        let text = metrics.get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+        text.lines().find_map(|l| l.strip_prefix("doorstep_compactions_due ")).and_then(|v| v.trim().parse().ok())
+    };
+    let t = Instant::now();
+    let due_after_burst = compactions_due().expect("/metrics has doorstep_compactions_due");
+    while compactions_due().is_some_and(|n| n > 0) && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let compacted_in = t.elapsed();
+    let left = compactions_due().unwrap_or(u64::MAX);
+    let (server_cpu_compacted, writer_cpu_compacted) = server.cpu();
+    phase(&server, "compactions after the burst", t);
 
     // ----- the table ---------------------------------------------------------------------------
     let ds_first = first.sent + first.received;
@@ -1072,6 +1088,19 @@ fn main() {
             secs(writer_cpu),
             accepted as f64 / writer_cpu.as_secs_f64().max(0.001),
             secs(own_cpu)
+        ),
+        "",
+        "",
+        "",
+    ]);
+    row(&[
+        "",
+        "compacting afterwards (writer idle)",
+        &format!(
+            "{due_after_burst} households waiting as the burst ended, {left} left {} later; server CPU {} (writer thread {})",
+            secs(compacted_in),
+            secs(server_cpu_compacted.saturating_sub(server_cpu_after)),
+            secs(writer_cpu_compacted.saturating_sub(writer_cpu_after))
         ),
         "",
         "",

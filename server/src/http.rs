@@ -144,7 +144,8 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response>
             return Err(ServerError::Unauthorized);
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(app.started)).into_response())
+    let text = app.metrics.render(app.started, app.writer.compactions_due());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<Bytes>) -> Result<Response> {

@@ -15,6 +15,7 @@ pub struct Metrics {
     response_bytes: Counter,
     sync_seconds: Histogram,
     uptime_seconds: Gauge,
+    compactions_due: Gauge,
 }
 
 impl Default for Metrics {
@@ -25,12 +26,18 @@ impl Default for Metrics {
         let response_bytes = Counter::default();
         let sync_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let uptime_seconds = Gauge::default();
+        let compactions_due = Gauge::default();
         registry.register("sync_requests", "Sync requests answered", syncs.clone());
         registry.register("pushed_changes", "Changes phones pushed (accepted or quarantined)", pushed_changes.clone());
         registry.register("sync_response_bytes", "Bytes sent in sync responses", response_bytes.clone());
         registry.register("sync_duration_seconds", "Time to answer a sync request", sync_seconds.clone());
         registry.register("uptime_seconds", "Seconds since the server started", uptime_seconds.clone());
-        Metrics { registry, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds }
+        registry.register(
+            "compactions_due",
+            "Households whose stored changes wait for the writer to be idle to be compacted",
+            compactions_due.clone(),
+        );
+        Metrics { registry, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds, compactions_due }
     }
 }
 
@@ -42,8 +49,9 @@ impl Metrics {
         self.sync_seconds.observe(took.as_secs_f64());
     }
 
-    pub fn render(&self, started: Instant) -> String {
+    pub fn render(&self, started: Instant, compactions_due: usize) -> String {
         self.uptime_seconds.set(started.elapsed().as_secs() as i64);
+        self.compactions_due.set(compactions_due as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("metrics encode to a string");
         out

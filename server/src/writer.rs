@@ -6,7 +6,8 @@
 //! are started before it commits, so that they merge while it commits. Households those
 //! batches left to compact are compacted once no request waits.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use doorstep_core::sync::protocol::SyncResponse;
 use tokio::sync::oneshot;
@@ -47,6 +48,8 @@ fn survive<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
+    /// How many households wait to be compacted (`/metrics`), as of the writer's last step.
+    compactions_due: Arc<AtomicUsize>,
 }
 
 type Reply = oneshot::Sender<Result<SyncResponse>>;
@@ -73,8 +76,12 @@ fn drain(rx: &mpsc::Receiver<Command>, first: Option<Command>, later: &mut Vec<W
 
 /// The next command, waiting for one; meanwhile, while none waits, compact what sync
 /// batches left due, a few households at a time. `None` once every handle is gone.
-fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>) -> Option<Command> {
-    while engine.compactions_due() {
+fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>, due: &AtomicUsize) -> Option<Command> {
+    loop {
+        due.store(engine.compactions_due(), Ordering::Relaxed);
+        if due.load(Ordering::Relaxed) == 0 {
+            return rx.recv().ok();
+        }
         match rx.try_recv() {
             Ok(command) => return Some(command),
             Err(mpsc::TryRecvError::Disconnected) => return None,
@@ -85,7 +92,6 @@ fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>) 
             }
         }
     }
-    rx.recv().ok()
 }
 
 impl Writer {
@@ -94,6 +100,8 @@ impl Writer {
     /// (admin actions) waits for the batch under way and is not overtaken by later ones.
     pub fn start(mut engine: Engine<SqliteStore>) -> Writer {
         let (tx, rx) = mpsc::channel::<Command>();
+        let compactions_due = Arc::new(AtomicUsize::new(0));
+        let due = compactions_due.clone();
         std::thread::Builder::new()
             .name("doorstep-writer".into())
             .spawn(move || {
@@ -103,7 +111,7 @@ impl Writer {
                     let (batch, replies) = match carried.take() {
                         Some(carried) => carried,
                         None => {
-                            let Some(first) = next_command(&rx, &mut engine) else { break };
+                            let Some(first) = next_command(&rx, &mut engine, &due) else { break };
                             let (jobs, replies) = drain(&rx, Some(first), &mut later);
                             (Batch::new(jobs), replies)
                         }
@@ -141,7 +149,12 @@ impl Writer {
                 }
             })
             .expect("the writer thread starts");
-        Writer { tx }
+        Writer { tx, compactions_due }
+    }
+
+    /// Households that sync batches left to compact, waiting for the writer to be idle.
+    pub fn compactions_due(&self) -> usize {
+        self.compactions_due.load(Ordering::Relaxed)
     }
 
     pub async fn sync(&self, job: SyncJob) -> Result<SyncResponse> {
@@ -210,7 +223,7 @@ mod tests {
                 .run(move |engine| Ok((engine.write(|tx, _| tx.compaction_due(&h))?, engine.compactions_due())))
                 .await
                 .unwrap();
-            if due == Compaction::NotDue && !left {
+            if due == Compaction::NotDue && left == 0 {
                 break;
             }
             assert!(Instant::now() < deadline, "h1 still {due:?} 10 s after the last sync");

@@ -411,6 +411,7 @@ fn metrics_ask_for_their_token_when_one_is_configured() {
     let (status, body) = metrics(Some("scrape-secret-1"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sync_requests"), "Prometheus text: {body}");
+    assert!(body.contains("\ndoorstep_compactions_due 0\n"), "nothing waits to be compacted: {body}");
     let (status, _) = get(&format!("{}/healthz", server.url), "");
     assert_eq!(status, 200, "health stays open");
 }
