@@ -96,6 +96,7 @@ pub trait WriteTx {
     /// `save_document` without the compaction: whether one is due, for the caller to make
     /// now or once idle.
     fn append_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<Compaction>;
+    /// Whether a household's stored chunks should become one snapshot, and how soon.
     fn compaction_due(&self, household_id: &str) -> Result<Compaction>;
     /// Store `doc`, which holds everything stored of its household, as one snapshot in
     /// place of its chunks.
