@@ -40,6 +40,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if config.demo {
         demo::seed(&mut engine).map_err(|e| e.to_string())?;
     }
+    let due = engine.find_compactions_due().map_err(|e| e.to_string())?;
+    if due > 0 {
+        tracing::info!(households = due, "household documents to compact once idle");
+    }
     let state = Arc::new(http::AppState {
         writer: writer::Writer::start(engine),
         readers: Arc::new(http::Readers::new(config.data_dir.join("doorstep.sqlite3"))),

@@ -234,6 +234,19 @@ impl StoreTx<'_> {
         })
     }
 
+    /// The households that may be due a compaction (`compaction_due` says which are):
+    /// those with more than one increment, or with no snapshot. The sync server looks for
+    /// them when it starts, since it remembers the ones it left for later only in memory.
+    pub fn households_maybe_due_compaction(&self) -> Result<Vec<String>> {
+        let mut stmt = self.tx.prepare(
+            "SELECT household_id FROM doc_chunks GROUP BY household_id
+             HAVING count(*) FILTER (WHERE kind = 'incremental') > 1
+                 OR count(*) FILTER (WHERE kind = 'snapshot') = 0",
+        )?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
     /// Replace a household's stored chunks with one snapshot of `doc`, which must hold
     /// everything stored.
     pub fn compact_document(&self, doc: &mut HouseholdDocument) -> Result<()> {

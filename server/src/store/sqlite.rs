@@ -417,6 +417,10 @@ impl WriteTx for SqliteTx<'_> {
         Ok(self.tx.compact_document(doc)?)
     }
 
+    fn households_maybe_due_compaction(&self) -> Result<Vec<String>> {
+        Ok(self.tx.households_maybe_due_compaction()?)
+    }
+
     fn households_in_scope(&self, member: &Member) -> Result<Vec<String>> {
         match member.role {
             Role::Admin => self.strings("SELECT id FROM households ORDER BY id", []),
