@@ -834,14 +834,20 @@ mod tests {
         engine.write(|tx, _| households.iter().map(|h| tx.compaction_due(h)).collect()).unwrap()
     }
 
+    /// `two_phones` after both batches: h1 has two increments, which outweigh its
+    /// snapshot; h2 has one.
+    fn both_batches_synced(dir: &std::path::Path) -> TwoPhones {
+        let (mut phones, first, next) = two_phones(dir);
+        let (_, following) = phones.engine.sync_batch_then(first, || next);
+        phones.engine.sync_batch_then(following.unwrap(), Vec::new);
+        phones
+    }
+
     #[test]
     fn households_sync_batches_grew_are_compacted_once_idle_and_read_the_same() {
         for in_memory in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let (mut phones, first, next) = two_phones(dir.path());
-            let (_, following) = phones.engine.sync_batch_then(first, || next);
-            phones.engine.sync_batch_then(following.unwrap(), Vec::new);
-            // h1 now has two increments, which outweigh its snapshot; h2 has one.
+            let mut phones = both_batches_synced(dir.path());
             let (h1, h2) = phones.households.clone();
             assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::Due, Compaction::NotDue]);
             assert_eq!(phones.engine.compactions_due(), 1, "left for later, not done in the batch");
@@ -867,9 +873,7 @@ mod tests {
     #[test]
     fn a_restarted_server_takes_up_the_compactions_left_for_later() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut phones, first, next) = two_phones(dir.path());
-        let (_, following) = phones.engine.sync_batch_then(first, || next);
-        phones.engine.sync_batch_then(following.unwrap(), Vec::new);
+        let phones = both_batches_synced(dir.path());
         let (h1, h2) = phones.households.clone();
         assert_eq!(phones.engine.compactions_due(), 1);
         drop(phones);
