@@ -49,7 +49,8 @@ pub struct Engine<S: ServerStore> {
     actor: ActorId,
     /// Documents in memory, the least recently used dropped first.
     cache: LruCache<String, HouseholdDocument>,
-    /// Households whose compaction sync batches left for when no request waits.
+    /// Households whose compaction sync batches left for when no request waits, and
+    /// those found due at start (`find_compactions_due`).
     compactions_due: BTreeSet<String>,
 }
 
@@ -98,12 +99,12 @@ impl<S: ServerStore> Engine<S> {
         Ok(count)
     }
 
-    /// How many households sync batches left to compact.
+    /// How many households wait to be compacted.
     pub fn compactions_due(&self) -> usize {
         self.compactions_due.len()
     }
 
-    /// Compact up to `limit` of the households sync batches left due, in one transaction:
+    /// Compact up to `limit` of the households waiting to be, in one transaction:
     /// the writer does it while no request waits, so that a burst of syncs does not also
     /// rewrite every household it touched. Returns how many were compacted. A household
     /// not in memory is loaded for it and not kept.

@@ -729,8 +729,7 @@ pub(crate) mod tests {
     ) -> Vec<(String, Change)> {
         let author = Author { member_id: device.member_id.clone(), device_id: device.device_id.clone() };
         let mut changes = Vec::new();
-        let whole = first.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
-        for (k, (mut doc, _)) in whole.into_iter().enumerate() {
+        for (k, mut doc) in whole(first).into_iter().enumerate() {
             let household_id = doc.id().to_string();
             let before = doc.heads();
             for v in 0..count(&household_id) {
@@ -742,11 +741,16 @@ pub(crate) mod tests {
         changes
     }
 
+    /// The whole documents of `response`, loaded as a phone loads them.
+    fn whole(response: &SyncResponse) -> Vec<HouseholdDocument> {
+        let loaded = response.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
+        loaded.into_iter().map(|(doc, _)| doc).collect()
+    }
+
     /// How many visits the store's document of `household_id` holds, read by an admin sync.
     pub(crate) fn visits_on(engine: &mut Engine<SqliteStore>, admin_token: &str, household_id: &str) -> usize {
         let all = sync(engine, admin_token, None, vec![]);
-        let whole = all.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
-        let (doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household_id).unwrap();
+        let doc = whole(&all).into_iter().find(|doc| doc.id() == household_id).unwrap();
         doc.visits().unwrap().len()
     }
 
@@ -854,8 +858,7 @@ pub(crate) mod tests {
                 let (writer, token) = (writer.clone(), admin_token.clone());
                 async move {
                     let all = writer.sync(job(&token, None, vec![])).await.unwrap();
-                    let whole = all.whole.as_ref().unwrap().load(&ActorId::random()).unwrap();
-                    let mut counts: Vec<usize> = whole.iter().map(|(doc, _)| doc.visits().unwrap().len()).collect();
+                    let mut counts: Vec<usize> = whole(&all).iter().map(|doc| doc.visits().unwrap().len()).collect();
                     counts.sort();
                     counts
                 }

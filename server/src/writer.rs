@@ -75,11 +75,12 @@ fn drain(rx: &mpsc::Receiver<Command>, first: Option<Command>, later: &mut Vec<W
 }
 
 /// The next command, waiting for one; meanwhile, while none waits, compact what sync
-/// batches left due, a few households at a time. `None` once every handle is gone.
+/// batches left due (and what was found due at start), a few households at a time. `None` once every handle is gone.
 fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>, due: &AtomicUsize) -> Option<Command> {
     loop {
-        due.store(engine.compactions_due(), Ordering::Relaxed);
-        if due.load(Ordering::Relaxed) == 0 {
+        let waiting = engine.compactions_due();
+        due.store(waiting, Ordering::Relaxed);
+        if waiting == 0 {
             return rx.recv().ok();
         }
         match rx.try_recv() {
@@ -152,7 +153,8 @@ impl Writer {
         Writer { tx, compactions_due }
     }
 
-    /// Households that sync batches left to compact, waiting for the writer to be idle.
+    /// Households left to compact (by sync batches, or found at start), waiting for the
+    /// writer to be idle.
     pub fn compactions_due(&self) -> usize {
         self.compactions_due.load(Ordering::Relaxed)
     }
