@@ -93,7 +93,15 @@ impl<S: ServerStore> Engine<S> {
     /// remembered in memory only), with any other that may be due: the writer compacts
     /// them once idle. Returns how many may be due.
     pub fn find_compactions_due(&mut self) -> Result<usize> {
-        let found = self.write(|tx, _| tx.households_maybe_due_compaction())?;
+        let found = self.write(|tx, _| {
+            let mut due = Vec::new();
+            for id in tx.households_maybe_due_compaction()? {
+                if tx.compaction_due(&id)? != Compaction::NotDue {
+                    due.push(id);
+                }
+            }
+            Ok(due)
+        })?;
         let count = found.len();
         self.compactions_due.extend(found);
         Ok(count)
@@ -320,6 +328,24 @@ impl Documents<'_> {
             self.put(household_id, doc);
         }
         Ok(self.working.get_mut(household_id))
+    }
+
+    /// A household's document as a sync response carries it, and its heads. One not in
+    /// memory and stored as a single compacted snapshot is taken from its bytes, without
+    /// loading it (a coordinator's first sync would otherwise load every household on the
+    /// writer thread, and push the households in use out of the cache).
+    fn shipped(&mut self, tx: &impl WriteTx, household_id: &str) -> Result<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+        if !self.working.contains_key(household_id) && !self.cache.contains(household_id) {
+            let Some(stored) = tx.document(household_id)? else { return Ok(None) };
+            if let Some(shipped) = shipped::strip_stored(&stored) {
+                return Ok(Some(shipped));
+            }
+            if let Some(doc) = Held::Stored(stored).load(household_id, self.actor)? {
+                self.put(household_id, doc);
+            }
+        }
+        let Some(doc) = self.get(tx, household_id)? else { return Ok(None) };
+        Ok(Some((doc.save_for_sync()?, doc.heads())))
     }
 
     /// Take a household's document out of the transaction, to be given back with `put`:
@@ -670,10 +696,13 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         let theirs: HashMap<&str, &Vec<[u8; 32]>> =
             client_heads.iter().map(|h| (h.household_id.as_str(), &h.heads)).collect();
         for household_id in &scope {
-            let Some(doc) = docs.get(tx, household_id)? else { continue };
             match theirs.get(household_id.as_str()) {
-                None => whole.push(household_id, doc.save_for_sync()?, doc.heads()),
+                None => {
+                    let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
+                    whole.push(household_id, shipped, heads);
+                }
                 Some(heads) => {
+                    let Some(doc) = docs.get(tx, household_id)? else { continue };
                     let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
                     let changes = doc.changes_since(&heads);
                     if !changes.is_empty() {
@@ -710,14 +739,13 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         let mut to_send: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
         to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
         for household_id in to_send {
-            let Some(doc) = docs.get(tx, household_id)? else { continue };
-            let shipped = doc.save_for_sync()?;
+            let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
             if !whole.household_ids.is_empty() && bytes + shipped.len() > budget {
                 response.more = true;
                 break;
             }
             bytes += shipped.len();
-            whole.push(household_id, shipped, doc.heads());
+            whole.push(household_id, shipped, heads);
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
             used_grant = true;
         }
@@ -780,7 +808,7 @@ mod tests {
     use doorstep_core::sync::protocol::Outcome;
 
     use super::*;
-    use crate::merge::tests::{district, household, job, phone, record_visits, visits_on};
+    use crate::merge::tests::{district, household, job, phone, record_visits, visits_on, whole};
     use crate::store::sqlite::SqliteStore;
 
     thread_local! {
@@ -835,8 +863,15 @@ mod tests {
         engine.write(|tx, _| households.iter().map(|h| tx.compaction_due(h)).collect()).unwrap()
     }
 
-    /// `two_phones` after both batches: h1 has two increments, which outweigh its
-    /// snapshot; h2 has one.
+    /// The heads and contents of a household's document as stored.
+    fn stored(engine: &mut Engine<SqliteStore>, household_id: &str) -> (Vec<ChangeHash>, serde_json::Value) {
+        let bytes = engine.write(|tx, _| tx.document(household_id)).unwrap().unwrap();
+        let mut doc = HouseholdDocument::load(household_id, &bytes, &ActorId::random()).unwrap();
+        (doc.heads(), doc.to_json())
+    }
+
+    /// `two_phones` after both batches: h1 has two increments, h2 one; each outweighs the
+    /// snapshot of a household just created.
     fn both_batches_synced(dir: &std::path::Path) -> TwoPhones {
         let (mut phones, first, next) = two_phones(dir);
         let (_, following) = phones.engine.sync_batch_then(first, || next);
@@ -850,24 +885,44 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut phones = both_batches_synced(dir.path());
             let (h1, h2) = phones.households.clone();
-            assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::Due, Compaction::NotDue]);
-            assert_eq!(phones.engine.compactions_due(), 1, "left for later, not done in the batch");
-            let stored = |engine: &mut Engine<SqliteStore>| {
-                let bytes = engine.write(|tx, _| tx.document(&h1)).unwrap().unwrap();
-                let mut doc = HouseholdDocument::load(&h1, &bytes, &ActorId::random()).unwrap();
-                (doc.heads(), doc.to_json())
-            };
-            let before = stored(&mut phones.engine);
+            assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::Due, Compaction::Due]);
+            assert_eq!(phones.engine.compactions_due(), 2, "left for later, not done in the batch");
+            let before = stored(&mut phones.engine, &h1);
             if !in_memory {
                 phones.engine.cache.clear();
             }
 
-            assert_eq!(phones.engine.compact_due(64).unwrap(), 1);
+            assert_eq!(phones.engine.compact_due(64).unwrap(), 2);
             assert_eq!(phones.engine.compactions_due(), 0);
             assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::NotDue, Compaction::NotDue]);
-            assert_eq!(stored(&mut phones.engine), before, "the snapshot holds the same history");
+            assert_eq!(stored(&mut phones.engine, &h1), before, "the snapshot holds the same history");
             assert_eq!(phones.engine.cache.contains(&h1), in_memory, "one loaded to be compacted is not kept");
             assert_eq!(phones.visits(), (2, 1));
+        }
+    }
+
+    #[test]
+    fn a_first_sync_ships_compacted_households_from_their_bytes_and_loads_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut phones = both_batches_synced(dir.path());
+        let (h1, h2) = phones.households.clone();
+        assert_eq!(phones.engine.compact_due(64).unwrap(), 2);
+        // One more visit to h2: an increment lighter than its snapshot, which stays.
+        let (p2, first2) = phone(&mut phones.engine, "m2");
+        let on_h2 = record_visits(&p2, &first2, |_| 1);
+        phones.engine.sync_batch(vec![job(&p2.token, Some(first2.position.clone()), on_h2)]).pop().unwrap().unwrap();
+        assert_eq!(compactions(&mut phones.engine, &[&h1, &h2]), [Compaction::NotDue, Compaction::NotDue]);
+        assert_eq!(phones.engine.compactions_due(), 0);
+        assert_eq!(phones.engine.find_compactions_due().unwrap(), 0, "an increment alone is not due");
+        let expected = [stored(&mut phones.engine, &h1), stored(&mut phones.engine, &h2)];
+        phones.engine.cache.clear();
+        for (member, household_id, expected, loaded) in [("m1", &h1, &expected[0], false), ("m2", &h2, &expected[1], true)] {
+            let (_, first) = phone(&mut phones.engine, member);
+            let mut received = whole(&first);
+            assert_eq!(received.len(), 1);
+            assert_eq!(received[0].id(), household_id);
+            assert_eq!(&(received[0].heads(), received[0].to_json()), expected);
+            assert_eq!(phones.engine.cache.contains(household_id), loaded, "only a household with increments is loaded");
         }
     }
 
@@ -876,13 +931,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let phones = both_batches_synced(dir.path());
         let (h1, h2) = phones.households.clone();
-        assert_eq!(phones.engine.compactions_due(), 1);
+        assert_eq!(phones.engine.compactions_due(), 2);
         drop(phones);
 
-        // Stopped before it was idle: the new engine finds h1 (and not h2) in the store.
+        // Stopped before it was idle: the new engine finds both in the store.
         let mut engine = Engine::new(SqliteStore::open(dir.path()).unwrap());
-        assert_eq!(engine.find_compactions_due().unwrap(), 1);
-        assert_eq!(engine.compact_due(64).unwrap(), 1);
+        assert_eq!(engine.find_compactions_due().unwrap(), 2);
+        assert_eq!(engine.compact_due(64).unwrap(), 2);
         assert_eq!(compactions(&mut engine, &[&h1, &h2]), [Compaction::NotDue, Compaction::NotDue]);
         assert_eq!(engine.find_compactions_due().unwrap(), 0, "nothing left");
     }

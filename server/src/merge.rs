@@ -742,7 +742,7 @@ pub(crate) mod tests {
     }
 
     /// The whole documents of `response`, loaded as a phone loads them.
-    fn whole(response: &SyncResponse) -> Vec<HouseholdDocument> {
+    pub(crate) fn whole(response: &SyncResponse) -> Vec<HouseholdDocument> {
         let loaded = response.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
         loaded.into_iter().map(|(doc, _)| doc).collect()
     }

@@ -41,6 +41,38 @@ pub(super) fn strip(saved: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// A stored document as `strip` would leave it once loaded and saved for sync, and its
+/// heads (sorted), read from its bytes without loading it: only if `stored` is exactly
+/// one intact document chunk (its checksum holds) with no column deflated, as the
+/// server's compacted snapshots are. `None` otherwise (a snapshot with increments after
+/// it, a compressed one): the caller loads the document and saves it for sync.
+pub fn strip_stored(stored: &[u8]) -> Option<(Vec<u8>, Vec<ChangeHash>)> {
+    let contents = chunk_contents(stored, DOCUMENT, "").ok()?;
+    // One chunk: its contents end where the stored bytes do. The checksum covers its
+    // type, length and contents.
+    let start = stored.len().checked_sub(contents.len())?;
+    if stored[start..].as_ptr() != contents.as_ptr()
+        || Sha256::new().chain_update(&stored[8..]).finalize()[..4] != stored[4..8]
+    {
+        return None;
+    }
+    let mut r = Reader { bytes: contents, at: 0 };
+    skip_actors(&mut r).ok()?;
+    let count = r.uint().ok()? as usize;
+    let mut heads: Vec<ChangeHash> = r
+        .take(count.checked_mul(32)?)
+        .ok()?
+        .chunks_exact(32)
+        .map(|h| ChangeHash(h.try_into().expect("32 bytes")))
+        .collect();
+    heads.sort();
+    let columns = read_columns(&mut r).ok()?;
+    if columns.iter().any(|((_, spec), _)| spec & 0b1000 != 0) {
+        return None;
+    }
+    strip(stored).ok().map(|shipped| (shipped, heads))
+}
+
 /// The document chunk of `stripped` (as `strip` left it) with `heads`. With no heads,
 /// Automerge loads it only without checking heads; with the heads its changes end in,
 /// sorted as Automerge lists them, it is a document chunk like any other.
@@ -224,6 +256,36 @@ mod tests {
         let mut reloaded = HouseholdDocument::load(doc.id(), &saved, &ActorId::random()).unwrap();
         assert_eq!(reloaded.heads(), doc.heads());
         assert_eq!(reloaded.history().len(), doc.history().len());
+    }
+
+    #[test]
+    fn a_stored_snapshot_ships_as_the_loaded_document_would_and_anything_else_is_left_to_loading() {
+        let mut doc = with_two_heads();
+        let snapshot = doc.save_uncompressed();
+        let (shipped, heads) = super::strip_stored(&snapshot).expect("one uncompressed document chunk");
+        assert_eq!(shipped, doc.save_for_sync().unwrap());
+        assert_eq!(heads, doc.heads());
+
+        // Left to loading: increments after the snapshot; deflated columns; a flipped byte
+        // (the checksum); a cut; a change.
+        let id = doc.id().to_string();
+        let before = doc.heads();
+        doc.record_visit(&author(), 7_000, &visit(&id, &"孩子在家表现良好，家长配合学校工作。".repeat(40))).unwrap();
+        let mut with_increment = snapshot.clone();
+        for change in doc.changes_since(&before) {
+            with_increment.extend_from_slice(change.raw_bytes());
+        }
+        assert!(super::strip_stored(&with_increment).is_none());
+        let compressed = doc.save();
+        assert!(compressed.len() < doc.save_uncompressed().len(), "a long note's column is deflated");
+        assert!(super::strip_stored(&compressed).is_none());
+        assert!(super::strip_stored(&doc.save_uncompressed()).is_some());
+        let mut flipped = snapshot.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 1;
+        assert!(super::strip_stored(&flipped).is_none());
+        assert!(super::strip_stored(&snapshot[..snapshot.len() - 1]).is_none());
+        assert!(super::strip_stored(doc.changes_since(&before)[0].raw_bytes()).is_none());
     }
 
     #[test]

@@ -224,10 +224,10 @@ impl StoreTx<'_> {
                  FROM doc_chunks WHERE household_id = ?1",
             )?
             .query_row([household_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let no_snapshot = snapshot_bytes == 0 && increments > 0;
+        // Without a snapshot, any increment outweighs it.
         Ok(if increments > MAX_INCREMENTS {
             Compaction::Overdue
-        } else if no_snapshot || (increments > 1 && increment_bytes > snapshot_bytes) {
+        } else if increment_bytes > snapshot_bytes {
             Compaction::Due
         } else {
             Compaction::NotDue
@@ -235,14 +235,11 @@ impl StoreTx<'_> {
     }
 
     /// The households that may be due a compaction (`compaction_due` says which are):
-    /// those with more than one increment, or with no snapshot. The sync server looks for
-    /// them when it starts, since it remembers the ones it left for later only in memory.
+    /// those with an increment (a household without a snapshot has one). The sync server
+    /// looks for them when it starts, since it remembers the ones it left for later only
+    /// in memory.
     pub fn households_maybe_due_compaction(&self) -> Result<Vec<String>> {
-        let mut stmt = self.tx.prepare(
-            "SELECT household_id FROM doc_chunks GROUP BY household_id
-             HAVING count(*) FILTER (WHERE kind = 'incremental') > 1
-                 OR count(*) FILTER (WHERE kind = 'snapshot') = 0",
-        )?;
+        let mut stmt = self.tx.prepare("SELECT DISTINCT household_id FROM doc_chunks WHERE kind = 'incremental'")?;
         let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(ids)
     }
