@@ -701,6 +701,19 @@ fn main() {
     let seeded_changes = pushed_total.into_inner().unwrap();
     phase(&server, &format!("visits and issues ({seeded_changes} changes pushed by the admin device)"), t);
 
+    // The households the seeding grew, compacted once the writer is idle: the coordinator
+    // syncs from a quiet server, as after an import.
+    let metrics = blocking_client();
+    let compactions_due = || -> Option<u64> {
+        let text = metrics.get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+        text.lines().find_map(|l| l.strip_prefix("doorstep_compactions_due ")).and_then(|v| v.trim().parse().ok())
+    };
+    let t = Instant::now();
+    while compactions_due().is_some_and(|n| n > 0) && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    phase(&server, "compactions after the seeding", t);
+
     // ----- coordinator: first sync, then nothing new ---------------------------------------
     let branch_ids: Vec<&String> = district.branches.iter().map(|b| &b.0).collect();
     api.post(
@@ -709,7 +722,11 @@ fn main() {
     );
     let (_, coord_token) = api.device("coord");
     let t = Instant::now();
+    let (server_cpu_before_first, writer_cpu_before_first) = server.cpu();
     let first = pull_all(&http, &url, &coord_token, None);
+    let (server_cpu_first, writer_cpu_first) = server.cpu();
+    let (server_cpu_first, writer_cpu_first) =
+        (server_cpu_first.saturating_sub(server_cpu_before_first), writer_cpu_first.saturating_sub(writer_cpu_before_first));
     phase(&server, "coordinator first sync", t);
     assert_eq!(first.whole.len(), sizes.households, "the coordinator receives every household");
     let again = pull_all(&http, &url, &coord_token, first.position.clone());
@@ -936,11 +953,6 @@ fn main() {
     drop(rt);
     // The households the burst grew are compacted once the writer is idle, after the
     // burst: how many, how long it takes, and its CPU (not counted in the burst's).
-    let metrics = blocking_client();
-    let compactions_due = || -> Option<u64> {
-        let text = metrics.get(format!("{url}/metrics")).send().ok()?.text().ok()?;
-        text.lines().find_map(|l| l.strip_prefix("doorstep_compactions_due ")).and_then(|v| v.trim().parse().ok())
-    };
     let t = Instant::now();
     // `None` from a server older than the gauge (side by side with older builds).
     let due_after_burst = compactions_due();
@@ -996,7 +1008,12 @@ fn main() {
     row(&[
         "",
         "time",
-        &format!("{} wall (server + loopback + decode)", secs(first.elapsed)),
+        &format!(
+            "{} wall (server + loopback + decode); server CPU {} (writer thread {})",
+            secs(first.elapsed),
+            secs(server_cpu_first),
+            secs(writer_cpu_first)
+        ),
         &format!("{} CPU, in memory, no I/O", secs(am_first.cpu)),
         "",
         "",
