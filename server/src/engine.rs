@@ -13,13 +13,11 @@ use doorstep_core::document::{shipped, Author, HouseholdDocument, Scope};
 use doorstep_core::sync::protocol::*;
 use lru::LruCache;
 
+use crate::config::Limits;
 use crate::error::{Result, ServerError};
 use crate::org::{Device, Member};
 use crate::store::{Compaction, QuarantineStatus, ServerStore, WriteTx};
 use crate::merge;
-
-/// How many household documents stay in memory.
-const CACHE_CAPACITY: usize = 4096;
 
 /// Smallest and largest page a device may ask for.
 const PAGE_BYTES: (u32, u32) = (16 * 1024, 16 * 1024 * 1024);
@@ -59,9 +57,19 @@ pub struct Engine<S: ServerStore> {
 type WorkingSet = HashMap<String, HouseholdDocument>;
 
 impl<S: ServerStore> Engine<S> {
+    /// An engine keeping up to `Limits::default().cached_households` documents in memory.
     pub fn new(store: S) -> Engine<S> {
-        let capacity = NonZeroUsize::new(CACHE_CAPACITY).expect("a cache holds documents");
-        Engine { store, actor: ActorId::random(), cache: LruCache::new(capacity), compactions_due: BTreeSet::new() }
+        Engine::keeping(store, Limits::default().cached_households)
+    }
+
+    /// An engine keeping up to `cached_households` documents in memory.
+    pub fn keeping(store: S, cached_households: NonZeroUsize) -> Engine<S> {
+        Engine {
+            store,
+            actor: ActorId::random(),
+            cache: LruCache::new(cached_households),
+            compactions_due: BTreeSet::new(),
+        }
     }
 
     fn keep(&mut self, working: WorkingSet) {

@@ -36,7 +36,7 @@ use store::sqlite::SqliteStore;
 /// Open the store and run the server until Ctrl-C / SIGTERM.
 pub async fn serve(config: Config) -> Result<(), String> {
     let store = SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let mut engine = Engine::new(store);
+    let mut engine = Engine::keeping(store, config.limits.cached_households);
     if config.demo {
         demo::seed(&mut engine).map_err(|e| e.to_string())?;
     }
