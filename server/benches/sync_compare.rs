@@ -708,10 +708,15 @@ fn main() {
         let text = metrics.get(format!("{url}/metrics")).send().ok()?.text().ok()?;
         text.lines().find_map(|l| l.strip_prefix("doorstep_compactions_due ")).and_then(|v| v.trim().parse().ok())
     };
+    // Until none waits (or the server does not say: an older build), at most 2 minutes
+    // after `since`.
+    let wait_for_compactions = |since: Instant, poll: Duration| {
+        while compactions_due().is_some_and(|n| n > 0) && since.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(poll);
+        }
+    };
     let t = Instant::now();
-    while compactions_due().is_some_and(|n| n > 0) && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_compactions(t, Duration::from_millis(20));
     phase(&server, "compactions after the seeding", t);
 
     // ----- coordinator: first sync, then nothing new ---------------------------------------
@@ -956,9 +961,7 @@ fn main() {
     let t = Instant::now();
     // `None` from a server older than the gauge (side by side with older builds).
     let due_after_burst = compactions_due();
-    while due_after_burst.is_some() && compactions_due().is_some_and(|n| n > 0) && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_compactions(t, Duration::from_millis(5));
     let compacted_in = t.elapsed();
     let left = compactions_due();
     let (server_cpu_compacted, writer_cpu_compacted) = server.cpu();

@@ -98,8 +98,8 @@ impl<S: ServerStore> Engine<S> {
     }
 
     /// Take up the households left to compact before the server last stopped (they were
-    /// remembered in memory only), with any other that may be due: the writer compacts
-    /// them once idle. Returns how many may be due.
+    /// remembered in memory only), with any other due: the writer compacts them once
+    /// idle. Returns how many are due.
     pub fn find_compactions_due(&mut self) -> Result<usize> {
         let found = self.write(|tx, _| {
             let mut due = Vec::new();

@@ -75,7 +75,8 @@ fn drain(rx: &mpsc::Receiver<Command>, first: Option<Command>, later: &mut Vec<W
 }
 
 /// The next command, waiting for one; meanwhile, while none waits, compact what sync
-/// batches left due (and what was found due at start), a few households at a time. `None` once every handle is gone.
+/// batches left due (and what was found due at start), a few households at a time.
+/// `None` once every handle is gone.
 fn next_command(rx: &mpsc::Receiver<Command>, engine: &mut Engine<SqliteStore>, due: &AtomicUsize) -> Option<Command> {
     loop {
         let waiting = engine.compactions_due();

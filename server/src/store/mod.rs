@@ -98,7 +98,7 @@ pub trait WriteTx {
     fn append_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<Compaction>;
     /// Whether a household's stored chunks should become one snapshot, and how soon.
     fn compaction_due(&self, household_id: &str) -> Result<Compaction>;
-    /// Households that may be due a compaction (more than one increment, or no snapshot).
+    /// Households that may be due a compaction: those with an increment.
     fn households_maybe_due_compaction(&self) -> Result<Vec<String>>;
     /// Store `doc`, which holds everything stored of its household, as one snapshot in
     /// place of its chunks.
