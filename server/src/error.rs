@@ -15,6 +15,9 @@ pub enum ServerError {
     NotFound(String),
     #[error("请求过大 / request too large: {0}")]
     TooLarge(String),
+    /// Another process has the data directory open.
+    #[error("暂不可用 / unavailable: {0}")]
+    Busy(String),
     #[error("服务器内部错误 / internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +49,7 @@ impl IntoResponse for ServerError {
             ServerError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

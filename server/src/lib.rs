@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     let state = Arc::new(http::AppState {
         writer: writer::Writer::start(engine),
-        readers: Arc::new(http::Readers::new(config.data_dir.join("doorstep.sqlite3"))),
+        readers: Arc::new(http::Readers::new(config.data_dir.join(store::data_dir::STORE_FILE))),
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),

@@ -7,7 +7,7 @@ use doorstep_server::config::{Config, Limits};
 use doorstep_server::engine::Engine;
 use doorstep_server::org::{Branch, Community, Member, Role};
 use doorstep_server::store::sqlite::SqliteStore;
-use doorstep_server::store::QuarantineStatus;
+use doorstep_server::store::{data_dir, QuarantineStatus};
 use doorstep_server::{admin, serve};
 
 #[global_allocator]
@@ -40,6 +40,19 @@ enum Command {
         /// (for a server whose port is reachable beyond the monitoring network).
         #[arg(long, env = "DOORSTEP_METRICS_TOKEN", hide_env_values = true)]
         metrics_token: Option<String>,
+    },
+    /// Write a backup of the store to FILE (a new file), while the server runs or not.
+    Backup {
+        #[arg(long, env = "DOORSTEP_DATA_DIR", default_value = "doorstep-data")]
+        data_dir: PathBuf,
+        file: PathBuf,
+    },
+    /// Put the backup FILE in place of the store, the server stopped; the replaced store
+    /// is kept in `replaced-<time>/` in the data directory.
+    Restore {
+        #[arg(long, env = "DOORSTEP_DATA_DIR", default_value = "doorstep-data")]
+        data_dir: PathBuf,
+        file: PathBuf,
     },
     /// Administer the store directly (run with the server stopped, or use the JSON API).
     Admin {
@@ -115,6 +128,19 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(serve(Config { listen, data_dir, limits, demo, metrics_token }))
+        }
+        Command::Backup { data_dir, file } => {
+            let bytes = data_dir::back_up(&data_dir, &file).map_err(|e| e.to_string())?;
+            println!("备份已写入 / backup written: {} ({bytes} bytes)", file.display());
+            Ok(())
+        }
+        Command::Restore { data_dir, file } => {
+            let restored = data_dir::restore(&data_dir, &file).map_err(|e| e.to_string())?;
+            println!("已恢复 / restored: {} into {} ({} bytes)", file.display(), data_dir.display(), restored.bytes);
+            if let Some(aside) = restored.replaced {
+                println!("被替换的数据库保存在 / the replaced store is kept in: {}", aside.display());
+            }
+            Ok(())
         }
         Command::Admin { data_dir, action } => {
             let mut engine = Engine::new(SqliteStore::open(&data_dir).map_err(|e| e.to_string())?);

@@ -270,7 +270,7 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
 fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("server");
-    let backup = dir.path().join("backup");
+    let backup = dir.path().join("backup.sqlite3");
     let admin_token = create_admin(&data);
     let mut server = Server::start(&data);
     let (shared, own3, own1) = {
@@ -298,10 +298,9 @@ fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing()
     p1.sync(&server).unwrap();
     p2.sync(&server).unwrap();
 
-    // Time T: the backup (server stopped).
-    server.kill();
-    copy_dir(&data, &backup);
-    server = Server::start(&data);
+    // Time T: the backup, taken while the server runs.
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(ok, "{err}");
 
     // After T: acknowledged changes the backup does not hold.
     let after1 = p1.replica.record_visit(&new_visit(&shared, 2_000, "备份后一")).unwrap().id;
@@ -332,7 +331,8 @@ fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing()
 
     // The older backup is restored.
     server.kill();
-    copy_dir(&backup, &data);
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(ok, "{err}");
     server = Server::start(&data);
     let admin = Admin { server: &server, token: admin_token.clone() };
     assert_eq!(admin.visit_ids(), vec![before_backup.clone()], "the restored store is the backup");

@@ -141,6 +141,23 @@ pub fn assert_no_panic(log: &Path) {
     assert!(!text.contains("panicked"), "the server panicked:\n{text}");
 }
 
+/// Run the `doorstep-server` command line with `args` (a subcommand and its arguments);
+/// returns whether it succeeded, its stdout and its stderr.
+pub fn command(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_doorstep-server"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DOORSTEP_DATA_DIR")
+        .output()
+        .expect("the command runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
 /// Create the first admin with the CLI (the server must not be running on `data_dir`,
 /// or it must be fresh) and return the token.
 pub fn create_admin(data_dir: &Path) -> String {

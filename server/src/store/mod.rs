@@ -1,10 +1,12 @@
 //! The server's storage, behind traits free of SQL so that a PostgreSQL implementation
-//! can follow the embedded SQLite one (`sqlite.rs`).
+//! can follow the embedded SQLite one (`sqlite.rs`). `data_dir.rs`: the SQLite data
+//! directory's lock, backups and restore.
 //!
 //! All writes happen in a [`WriteTx`]: nothing is visible or durable before `commit`, and
 //! the server acknowledges a change to a phone only after the transaction holding it
 //! committed.
 
+pub mod data_dir;
 pub mod sqlite;
 
 use doorstep_core::document::{HouseholdDocument, View};

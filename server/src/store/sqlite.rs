@@ -14,6 +14,7 @@ use doorstep_core::document::{HouseholdDocument, View};
 use doorstep_core::store::{Snapshots, Store, StoreTx};
 use rusqlite::{params, OptionalExtension, Row};
 
+use super::data_dir::{DataDirLock, STORE_FILE};
 use super::{Compaction, LoggedChange, QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
 use crate::error::{Result, ServerError};
 use crate::org::{Branch, Community, Device, Member, Role};
@@ -98,6 +99,8 @@ const WRITER_CACHE_KIB: i64 = 16 * 1024;
 pub struct SqliteStore {
     store: Store,
     checkpointer: Checkpointer,
+    /// Dropped last: released once the store is closed.
+    _lock: DataDirLock,
 }
 
 /// Copies the write-ahead log into the database file on a thread of its own, after each
@@ -149,11 +152,13 @@ impl Drop for Checkpointer {
 }
 
 impl SqliteStore {
-    /// Open (creating and migrating as needed) `doorstep.sqlite3` in `data_dir`.
+    /// Open (creating and migrating as needed) `doorstep.sqlite3` in `data_dir`, refused
+    /// while another process has it open.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| ServerError::Internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
-        let path = data_dir.join("doorstep.sqlite3");
+        let lock = DataDirLock::take(data_dir)?;
+        let path = data_dir.join(STORE_FILE);
         let mut store = Store::open(&path)?;
         // The server compacts households all day: cheap snapshots over small ones.
         store.set_snapshots(Snapshots::Uncompressed);
@@ -177,6 +182,13 @@ impl SqliteStore {
             } else {
                 0
             };
+            if version > SERVER_MIGRATIONS.len() {
+                return Err(ServerError::Internal(format!(
+                    "数据库来自更新版本的服务器（服务器表版本 {version}），本版本无法打开 / the store was written by a newer \
+                     server (server schema version {version}, this server knows {})",
+                    SERVER_MIGRATIONS.len()
+                )));
+            }
             for sql in SERVER_MIGRATIONS.iter().skip(version) {
                 conn.execute_batch(sql)?;
             }
@@ -190,7 +202,7 @@ impl SqliteStore {
             )?;
             tx.commit()?;
         }
-        Ok(SqliteStore { store, checkpointer: Checkpointer::start(&path)? })
+        Ok(SqliteStore { store, checkpointer: Checkpointer::start(&path)?, _lock: lock })
     }
 
     /// Read-only access for the coordinator API and admin listings.
@@ -639,7 +651,7 @@ mod tests {
     fn committed_pages_reach_the_database_file_through_the_checkpoint_thread() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        let file = dir.path().join("doorstep.sqlite3");
+        let file = dir.path().join(STORE_FILE);
         let size = || std::fs::metadata(&file).unwrap().len();
         let before = size();
         // About 8 MB in 100 commits: far below the writer's own threshold (400 MB of log).
@@ -657,5 +669,19 @@ mod tests {
         let conn = rusqlite::Connection::open(&file).unwrap();
         let branches: i64 = conn.query_row("SELECT count(*) FROM branches", [], |r| r.get(0)).unwrap();
         assert_eq!(branches, 100);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_server_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let newer = (SERVER_MIGRATIONS.len() + 1).to_string();
+        let conn = rusqlite::Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        conn.execute("UPDATE server_meta SET value = ?1 WHERE key = 'schema_version'", [&newer]).unwrap();
+        let Err(e) = SqliteStore::open(dir.path()) else { panic!("a newer store opened") };
+        assert!(e.to_string().contains(&format!("newer server (server schema version {newer}")), "{e}");
+        let version: String =
+            conn.query_row("SELECT value FROM server_meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, newer);
     }
 }

@@ -1,0 +1,237 @@
+//! The data directory in operators' hands, real processes:
+//! (a) one process at a time: a second server, or an admin command while the server
+//!     runs, is refused with a message and writes nothing;
+//! (b) a backup taken while phones sync holds every change acknowledged before it began,
+//!     and restored into a new directory, a server starts on it;
+//! (c) restore refuses a running server's directory and files that are not backups,
+//!     changing nothing; it keeps the store it replaces; phones then bring back what the
+//!     backup lacks.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Rows of `table` with `id`, read beside the running server.
+fn rows_with_id(data_dir: &Path, table: &str, id: &str) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("doorstep.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table} WHERE id = ?1"), [id], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn only_one_process_at_a_time_works_on_a_data_directory() {
+    let mut district = District::start();
+    district.admin().branch("b1");
+    let data = district.data.clone();
+    let pid = district.server.child.id();
+
+    let (ok, _, err) = command(&["admin", "--data-dir", arg(&data), "add-branch", "b2", "第二支部"]);
+    assert!(!ok, "an admin command beside the running server is refused");
+    assert!(err.contains(&format!("is in use by another process (pid {pid})")) && err.contains("/v1/admin/"), "{err}");
+    assert_eq!(rows_with_id(&data, "branches", "b2"), 0, "the refused command wrote nothing");
+
+    let second = Server::try_start_with(&data, "127.0.0.1:0", &[]);
+    let Err(why) = second else { panic!("a second server on the same data directory started") };
+    assert!(why.contains("is in use by another process"), "{why}");
+    district.server.assert_sound();
+    assert_eq!(rows_with_id(&data, "branches", "b1"), 1);
+
+    // With the server stopped (even killed), the command works.
+    district.server.kill();
+    let (ok, _, err) = command(&["admin", "--data-dir", arg(&data), "add-branch", "b2", "第二支部"]);
+    assert!(ok, "{err}");
+    assert_eq!(rows_with_id(&data, "branches", "b2"), 1);
+    district.restart();
+    district.admin().member("m1", "b2");
+    district.server.assert_sound();
+}
+
+#[test]
+fn a_backup_taken_while_phones_sync_holds_every_change_acknowledged_before_it() {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1", "m2", "m3"]);
+    let members = ["m1", "m2", "m3"];
+    let households: Vec<String> = members.iter().map(|m| admin.household(&format!("{m}家"), "c1", "b1", &[m])).collect();
+    let phones: Vec<Phone> = members.iter().map(|m| district.phone(m, m)).collect();
+    for phone in &phones {
+        phone.sync(&district.server).unwrap();
+    }
+    let backup = district.dir.path().join("backup.sqlite3");
+    // A long read beside the server (as a big report would be) keeps what commits from
+    // here on in the write-ahead log, out of the database file: the backup must read both.
+    let reader = rusqlite::Connection::open_with_flags(
+        district.data.join("doorstep.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let logged: i64 = reader.query_row("SELECT count(*) FROM change_log", [], |r| r.get(0)).unwrap();
+
+    // Each phone records a visit and syncs, over and over. Its visits are acknowledged
+    // once a sync returns with its outbox empty.
+    let stop = AtomicBool::new(false);
+    let recorded = Mutex::new(BTreeSet::new());
+    let acknowledged = Mutex::new(BTreeSet::new());
+    let recorded_after_backup = Mutex::new(BTreeSet::new());
+    let backed_up = AtomicBool::new(false);
+    let (before, after) = std::thread::scope(|s| {
+        for (phone, household) in phones.iter().zip(&households) {
+            let (stop, recorded, acknowledged) = (&stop, &recorded, &acknowledged);
+            let (backed_up, recorded_after_backup) = (&backed_up, &recorded_after_backup);
+            let url = district.server.url.clone();
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let after_backup = backed_up.load(Ordering::SeqCst);
+                    let id = phone.replica.record_visit(&new_visit(household, 1_000 + i, "备份时的走访")).unwrap().id;
+                    recorded.lock().unwrap().insert(id.clone());
+                    if after_backup {
+                        recorded_after_backup.lock().unwrap().insert(id.clone());
+                    }
+                    mine.push(id);
+                    phone.sync_url(&url).unwrap();
+                    if phone.replica.pending_changes().unwrap().is_empty() {
+                        acknowledged.lock().unwrap().extend(mine.drain(..));
+                    }
+                }
+            });
+        }
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while acknowledged.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "the phones stopped syncing");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for(9);
+        let before = acknowledged.lock().unwrap().clone();
+        let (ok, out, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
+        backed_up.store(true, Ordering::SeqCst);
+        assert!(ok, "{err}");
+        assert!(out.contains("backup written"), "{out}");
+        wait_for(before.len() + 9);
+        stop.store(true, Ordering::SeqCst);
+        (before, acknowledged.lock().unwrap().clone())
+    });
+    assert!(after.len() > before.len());
+    let still: i64 = reader.query_row("SELECT count(*) FROM change_log", [], |r| r.get(0)).unwrap();
+    assert_eq!(still, logged, "the read went on over the whole backup");
+    drop(reader);
+
+    // The backup is a sound SQLite file.
+    let conn = rusqlite::Connection::open_with_flags(&backup, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+
+    // Restored into a new directory, a server starts on it with what had been
+    // acknowledged before the backup began, and nothing recorded after it ended.
+    let restored = district.dir.path().join("restored");
+    let (ok, out, err) = command(&["restore", "--data-dir", arg(&restored), arg(&backup)]);
+    assert!(ok, "{err}");
+    assert!(out.contains("restored") && !out.contains("kept in"), "nothing to keep aside: {out}");
+    let server = Server::start(&restored);
+    let admin = Admin { server: &server, token: district.admin_token.clone() };
+    let visits: BTreeSet<String> = admin.visit_ids().into_iter().collect();
+    assert!(before.is_subset(&visits), "missing from the backup: {:?}", before.difference(&visits).collect::<Vec<_>>());
+    let recorded = recorded.into_inner().unwrap();
+    assert!(visits.is_subset(&recorded));
+    let recorded_after_backup = recorded_after_backup.into_inner().unwrap();
+    assert!(!recorded_after_backup.is_empty());
+    assert!(visits.is_disjoint(&recorded_after_backup), "the backup holds visits recorded after it was written");
+    server.assert_sound();
+    district.server.assert_sound();
+}
+
+#[test]
+fn restore_refuses_what_is_not_a_backup_and_a_directory_in_use_and_keeps_the_store_it_replaces() {
+    let mut district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    let h = admin.household("甲", "c1", "b1", &["m1"]);
+    let phone = district.phone("m1", "m1");
+    phone.sync(&district.server).unwrap();
+    let v1 = phone.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
+    phone.sync(&district.server).unwrap();
+    let data = district.data.clone();
+    let backup = district.dir.path().join("backup.sqlite3");
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(ok, "{err}");
+    let v2 = phone.replica.record_visit(&new_visit(&h, 2_000, "备份之后")).unwrap().id;
+    phone.sync(&district.server).unwrap();
+    assert!(phone.replica.pending_changes().unwrap().is_empty());
+
+    // A backup never replaces a file.
+    let written = std::fs::read(&backup).unwrap();
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(!ok && err.contains("never replaces a file"), "{err}");
+    assert_eq!(std::fs::read(&backup).unwrap(), written);
+
+    // Restoring over the running server is refused.
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(!ok && err.contains("is in use by another process"), "{err}");
+    assert_eq!(district.admin().visit_ids(), vec![v1.clone(), v2.clone()]);
+    district.server.kill();
+
+    // Files that are not backups are refused, the store untouched.
+    let garbage = district.dir.path().join("garbage.sqlite3");
+    std::fs::write(&garbage, b"not a database at all, just some bytes ".repeat(200)).unwrap();
+    let other_app = district.dir.path().join("other.sqlite3");
+    rusqlite::Connection::open(&other_app).unwrap().execute_batch("CREATE TABLE notes (text TEXT);").unwrap();
+    let truncated = district.dir.path().join("truncated.sqlite3");
+    std::fs::write(&truncated, &written[..written.len() / 2]).unwrap();
+    // Whole but for one page: the change log's root, overwritten.
+    let damaged = district.dir.path().join("damaged.sqlite3");
+    let (page, page_size) = {
+        let conn = rusqlite::Connection::open_with_flags(&backup, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let root: usize = conn.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'change_log'", [], |r| r.get(0)).unwrap();
+        (root, conn.query_row("PRAGMA page_size", [], |r| r.get::<_, usize>(0)).unwrap())
+    };
+    let mut bytes = written.clone();
+    bytes[(page - 1) * page_size..page * page_size].fill(0xA5);
+    std::fs::write(&damaged, bytes).unwrap();
+    for bad in [&garbage, &other_app, &truncated, &damaged] {
+        let (ok, _, err) = command(&["restore", "--data-dir", arg(&data), arg(bad)]);
+        assert!(!ok && err.contains("is not a Doorstep backup"), "{}: {err}", bad.display());
+    }
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&data), arg(&district.dir.path().join("missing"))]);
+    assert!(!ok, "{err}");
+    let entries: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!entries.iter().any(|e| e.starts_with("replaced-") || e == "restoring"), "{entries:?}");
+    district.restart();
+    assert_eq!(district.admin().visit_ids(), vec![v1.clone(), v2.clone()], "nothing changed");
+    district.server.kill();
+
+    // The backup goes back in place; the store it replaced is kept, whole.
+    let (ok, out, err) = command(&["restore", "--data-dir", arg(&data), arg(&backup)]);
+    assert!(ok, "{err}");
+    let kept = out.lines().find_map(|l| l.split("kept in: ").nth(1)).expect("where the replaced store went").to_string();
+    district.restart();
+    assert_eq!(district.admin().visit_ids(), vec![v1.clone()], "the store is the backup");
+    {
+        let replaced = Server::start(Path::new(&kept));
+        let admin = Admin { server: &replaced, token: district.admin_token.clone() };
+        assert_eq!(admin.visit_ids(), vec![v1.clone(), v2.clone()], "the replaced store keeps everything");
+    }
+
+    // The phone's next sync gives back what the backup lacks.
+    phone.sync(&district.server).unwrap();
+    assert_eq!(district.admin().visit_ids(), vec![v1.clone(), v2.clone()]);
+    assert_eq!(phone.visit_ids(&h), vec![v1, v2]);
+    district.server.assert_sound();
+}
