@@ -69,6 +69,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             }
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
+            tracing::info!("stopping: answering the requests under way, then exiting");
         })
         .await
         .map_err(|e| e.to_string())

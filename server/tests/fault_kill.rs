@@ -1,7 +1,8 @@
 //! SIGKILL the server at random moments while several phones sync concurrently, real
 //! processes: four member phones and a coordinator's, each on its own thread, record
-//! visits and sync in a loop; the server is killed at least ten times and restarted on
-//! the same data directory (alternately on the same port and on a new one: phones just
+//! visits and sync in a loop; the server is killed at least ten times (and, between the
+//! kills, stopped with SIGTERM a few times: it must exit with success within 15 s,
+//! answering the syncs in flight) and restarted on the same data directory (alternately on the same port and on a new one: phones just
 //! use the new URL). During the kill window syncs fail with `Error::Network` (or
 //! `Error::Server`) only. After every restart, every visit acknowledged before the kill
 //! is on the server. At the end, with everything synced: no acknowledged change lost,
@@ -20,8 +21,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use support::*;
 
-/// At least this many kills.
+/// At least this many kills (SIGKILL).
 const KILLS: u32 = 12;
+/// And this many stops (SIGTERM): every fourth time the server goes down.
+const STOPS: u32 = 4;
 
 struct Shared {
     url: RwLock<String>,
@@ -158,10 +161,15 @@ fn sigkill_during_concurrent_syncs_loses_and_duplicates_nothing() {
     // Kill at random moments; restart on the same data directory.
     let mut same_port = 0;
     let mut acked_before_kill = Vec::new();
-    for k in 0..KILLS {
+    for k in 0..KILLS + STOPS {
         std::thread::sleep(Duration::from_millis(rng.random_range(400..1500)));
         let addr = server.addr();
-        server.kill();
+        if k % 4 == 3 {
+            let status = server.stop(Duration::from_secs(15));
+            assert!(status.is_some_and(|s| s.success()), "stop {k}: exits with success within 15 s: {status:?}");
+        } else {
+            server.kill();
+        }
         let acknowledged = shared.acknowledged.lock().unwrap().clone();
         std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
         server = if k % 2 == 0 {
@@ -191,7 +199,7 @@ fn sigkill_during_concurrent_syncs_loses_and_duplicates_nothing() {
     let (ok, failed) = (shared.syncs_ok.load(Ordering::Relaxed), shared.syncs_failed.load(Ordering::Relaxed));
     let in_flight = shared.killed_in_flight.load(Ordering::Relaxed);
     eprintln!(
-        "fault_kill: {KILLS} kills ({same_port} restarts on the same port), {ok} syncs succeeded, {failed} failed ({in_flight} killed in flight), acknowledged before each kill: {acked_before_kill:?}"
+        "fault_kill: {KILLS} kills and {STOPS} stops ({same_port} restarts on the same port), {ok} syncs succeeded, {failed} failed ({in_flight} killed in flight), acknowledged before each kill: {acked_before_kill:?}"
     );
     for run in &runs {
         assert!(run.unexpected.is_empty(), "only network or server errors: {:?}", run.unexpected);

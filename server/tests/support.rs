@@ -88,6 +88,24 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Ask the server to stop (SIGTERM, as `systemctl stop` does) and wait at most
+    /// `within` for it to exit: its exit status, or `None` if it had to be killed.
+    pub fn stop(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.as_ref().is_ok_and(|s| s.success()), "SIGTERM sent: {sent:?}");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Address (host:port) it listens on.
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()
