@@ -23,6 +23,7 @@ use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
 use crate::extract::Checked;
 use crate::org::{Branch, Community, Member, Role};
+use crate::store::data_dir;
 use crate::store::sqlite::member_by_token;
 use crate::store::QuarantineStatus;
 use crate::writer::Writer;
@@ -36,6 +37,11 @@ pub struct Readers {
 impl Readers {
     pub fn new(path: PathBuf) -> Readers {
         Readers { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Run a read on a blocking thread with a pooled connection.
@@ -89,6 +95,7 @@ pub fn router(state: App) -> Router {
         .route("/v1/admin/households/{id}/assignment", post(assign))
         .route("/v1/admin/devices", post(enrol_device))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/admin/backup", get(backup))
         .route("/v1/admin/quarantine", get(list_quarantine))
         .route("/v1/admin/quarantine/{hash}/release", post(release))
         .route("/v1/admin/quarantine/{hash}/discard", post(discard))
@@ -169,6 +176,22 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
     let body = response.encode();
     app.metrics.observe_sync(started.elapsed(), pushed, body.len());
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
+}
+
+/// A backup of the store, made now and streamed (admins): what `doorstep-server backup`
+/// writes, to keep off the server's disk.
+async fn backup(State(app): State<App>, headers: HeaderMap) -> Result<Response> {
+    admin_caller(&app, &headers).await?;
+    let store = app.readers.path().to_path_buf();
+    let (file, bytes) = app.readers.read(move |conn| data_dir::back_up_for_download(conn, &store)).await?;
+    let name = format!("doorstep-{}.sqlite3", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
+    let headers = [
+        (header::CONTENT_TYPE, "application/vnd.sqlite3".to_string()),
+        (header::CONTENT_LENGTH, bytes.to_string()),
+        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+    ];
+    Ok((headers, body).into_response())
 }
 
 #[derive(Deserialize)]

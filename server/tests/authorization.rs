@@ -256,6 +256,7 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
         ep(Kind::Admin, Method::POST, "/v1/admin/devices", Body::Json(json!({"member_id": "m1"})), "own device"),
         ep(Kind::Admin, Method::POST, format!("/v1/admin/devices/{spare_device}/revoke"), Body::Json(json!({})), ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/quarantine", Body::None, ""),
+        ep(Kind::Admin, Method::GET, "/v1/admin/backup", Body::None, ""),
         ep(
             Kind::Admin,
             Method::POST,

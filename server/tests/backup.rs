@@ -5,7 +5,9 @@
 //!     and restored into a new directory, a server starts on it;
 //! (c) restore refuses a running server's directory and files that are not backups,
 //!     changing nothing; it keeps the store it replaces; phones then bring back what the
-//!     backup lacks.
+//!     backup lacks;
+//! (d) an admin downloads a backup through the API (`GET /v1/admin/backup`), which leaves
+//!     nothing behind on the server, and it restores like one written by the command.
 
 mod support;
 
@@ -233,5 +235,46 @@ fn restore_refuses_what_is_not_a_backup_and_a_directory_in_use_and_keeps_the_sto
     phone.sync(&district.server).unwrap();
     assert_eq!(district.admin().visit_ids(), vec![v1.clone(), v2.clone()]);
     assert_eq!(phone.visit_ids(&h), vec![v1, v2]);
+    district.server.assert_sound();
+}
+
+#[test]
+fn an_admin_downloads_a_backup_through_the_api_and_it_restores() {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    let h = admin.household("甲", "c1", "b1", &["m1"]);
+    let phone = district.phone("m1", "m1");
+    phone.sync(&district.server).unwrap();
+    let v1 = phone.replica.record_visit(&new_visit(&h, 1_000, "下载备份之前")).unwrap().id;
+    phone.sync(&district.server).unwrap();
+
+    let r = http().get(format!("{}/v1/admin/backup", district.server.url)).bearer_auth(&district.admin_token).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let header = |name: &str| r.headers()[name].to_str().unwrap().to_string();
+    assert_eq!(header("content-type"), "application/vnd.sqlite3");
+    assert!(header("content-disposition").starts_with("attachment; filename=\"doorstep-"), "{}", header("content-disposition"));
+    let length: usize = header("content-length").parse().unwrap();
+    let bytes = r.bytes().unwrap();
+    assert_eq!(bytes.len(), length);
+    let beside: Vec<String> = std::fs::read_dir(&district.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("backup"))
+        .collect();
+    assert!(beside.is_empty(), "nothing left beside the store: {beside:?}");
+    let v2 = phone.replica.record_visit(&new_visit(&h, 2_000, "下载备份之后")).unwrap().id;
+    phone.sync(&district.server).unwrap();
+
+    let file = district.dir.path().join("downloaded.sqlite3");
+    std::fs::write(&file, &bytes).unwrap();
+    let restored = district.dir.path().join("restored");
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&restored), arg(&file)]);
+    assert!(ok, "{err}");
+    let server = Server::start(&restored);
+    let admin = Admin { server: &server, token: district.admin_token.clone() };
+    assert_eq!(admin.visit_ids(), vec![v1.clone()]);
+    assert_eq!(district.admin().visit_ids(), vec![v1, v2]);
+    server.assert_sound();
     district.server.assert_sound();
 }

@@ -1,6 +1,7 @@
 //! The data directory as operators handle it: one process at a time on it (a lock file),
-//! a consistent backup of the store while the server runs ([`back_up`]), and a backup put
-//! back in place with the server stopped ([`restore`]), the files it replaces kept aside.
+//! a consistent backup of the store while the server runs ([`back_up`], or
+//! [`back_up_for_download`] for the admin API), and a backup put back in place with the
+//! server stopped ([`restore`]), the files it replaces kept aside.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -68,15 +69,36 @@ pub fn back_up(data_dir: &Path, to: &Path) -> Result<u64> {
         // create the `-shm` file of a store no server has open.
         let conn = Connection::open_with_flags(&store, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        epoch(&conn)?;
-        let into = partial.to_str().ok_or_else(|| bad(format!("{} is not a UTF-8 path", partial.display())))?;
-        conn.execute("VACUUM INTO ?1", [into])?;
+        snapshot(&conn, &partial)?;
         put_in_place(&partial, to)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
     written
+}
+
+/// A backup to send over the network (the admin API): made as [`back_up`] makes one, from
+/// `conn` (read-only will do), in a file beside `store` that is unlinked at once, so that
+/// nothing is left behind however the download ends. The file open for reading, and its
+/// size.
+pub fn back_up_for_download(conn: &Connection, store: &Path) -> Result<(File, u64)> {
+    let partial = store.with_file_name(format!("backup-{}.partial", uuid::Uuid::new_v4().simple()));
+    let opened = snapshot(conn, &partial).and_then(|()| {
+        let file = File::open(&partial).map_err(|e| io(&partial, e))?;
+        let bytes = file.metadata().map_err(|e| io(&partial, e))?.len();
+        Ok((file, bytes))
+    });
+    remove_if_there(&partial)?;
+    opened
+}
+
+/// Write what `conn`'s store holds to `into`, in one read transaction.
+fn snapshot(conn: &Connection, into: &Path) -> Result<()> {
+    epoch(conn)?;
+    let path = into.to_str().ok_or_else(|| bad(format!("{} is not a UTF-8 path", into.display())))?;
+    conn.execute("VACUUM INTO ?1", [path])?;
+    Ok(())
 }
 
 /// What [`restore`] did.
