@@ -186,10 +186,25 @@ pub struct Enrolment {
     pub expires_at_ms: i64,
 }
 
-pub fn enrol_device<S: ServerStore>(engine: &mut Engine<S>, member_id: &str, label: &str) -> Result<Enrolment> {
+/// Register a phone for a member, under a new id, or under `device_id`: the id of a phone
+/// this server does not know, which keeps it. That is a phone enrolled after the backup the
+/// server was restored from: its replica belongs to that id, and what it recorded reaches
+/// the server again only under it.
+pub fn enrol_device<S: ServerStore>(
+    engine: &mut Engine<S>,
+    member_id: &str,
+    label: &str,
+    device_id: Option<&str>,
+) -> Result<Enrolment> {
+    let id = match device_id {
+        Some(id) => uuid::Uuid::parse_str(id.trim())
+            .map_err(|e| ServerError::BadRequest(format!("设备编号无效 / device id {id:?} is not a UUID: {e}")))?
+            .to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
     let code = new_enrolment_code();
     let device = Device {
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         member_id: member_id.to_string(),
         label: label.to_string(),
         enrolled: false,
@@ -198,6 +213,13 @@ pub fn enrol_device<S: ServerStore>(engine: &mut Engine<S>, member_id: &str, lab
     let expires_at_ms = now_ms() + ENROLMENT_TTL_MS;
     engine.write(|tx, _| {
         tx.member(member_id)?.ok_or_else(|| ServerError::BadRequest(format!("未知的党员 / unknown member {member_id}")))?;
+        if tx.device(&device.id)?.is_some() {
+            let id = &device.id;
+            return Err(ServerError::BadRequest(format!(
+                "设备 {id} 已在本服务器登记；只有本服务器不认识的设备（如恢复备份之后）才能沿用原编号 / device {id} is known \
+                 here; only a device this server does not know (after a restore) keeps its id"
+            )));
+        }
         tx.add_device(&device, &hash_secret(&code), expires_at_ms)
     })?;
     Ok(Enrolment { device_id: device.id, enrolment_code: code, expires_at_ms })
@@ -239,7 +261,7 @@ pub fn create_admin<S: ServerStore>(engine: &mut Engine<S>, id: &str, name: &str
         scope_communities: vec![],
     };
     add_member(engine, &admin)?;
-    let enrolment = enrol_device(engine, id, "admin console")?;
+    let enrolment = enrol_device(engine, id, "admin console", None)?;
     exchange_code(engine, &enrolment.enrolment_code)
 }
 

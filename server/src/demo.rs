@@ -37,7 +37,7 @@ pub fn seed<S: ServerStore>(engine: &mut Engine<S>) -> Result<()> {
         scope_communities: vec![],
     };
     admin::add_member(engine, &coordinator)?;
-    let coordinator_enrolment = admin::enrol_device(engine, &coordinator.id, "demo")?;
+    let coordinator_enrolment = admin::enrol_device(engine, &coordinator.id, "demo", None)?;
     let coordinator_token = admin::exchange_code(engine, &coordinator_enrolment.enrolment_code)?;
     let mut codes = Vec::new();
     for i in 0..6 {
@@ -51,7 +51,7 @@ pub fn seed<S: ServerStore>(engine: &mut Engine<S>) -> Result<()> {
             scope_communities: vec![],
         };
         admin::add_member(engine, &member)?;
-        codes.push((member.id.clone(), admin::enrol_device(engine, &member.id, "demo phone")?.enrolment_code));
+        codes.push((member.id.clone(), admin::enrol_device(engine, &member.id, "demo phone", None)?.enrolment_code));
         for j in 0..2 {
             let n = i * 2 + j;
             let new = NewHousehold {

@@ -290,11 +290,14 @@ struct DeviceBody {
     member_id: String,
     #[serde(default)]
     label: String,
+    /// Only for a phone this server does not know, which keeps its id (after a restore).
+    #[serde(default)]
+    device_id: Option<String>,
 }
 
 async fn enrol_device(State(app): State<App>, headers: HeaderMap, Checked(Json(body)): Checked<Json<DeviceBody>>) -> Result<Json<admin::Enrolment>> {
     admin_caller(&app, &headers).await?;
-    Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label)).await?))
+    Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label, body.device_id.as_deref())).await?))
 }
 
 async fn revoke_device(State(app): State<App>, headers: HeaderMap, Checked(Path(id)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {

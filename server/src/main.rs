@@ -95,8 +95,16 @@ enum AdminAction {
         #[arg(long, default_value = "admin")]
         by: String,
     },
-    /// Register a phone for a member; prints its one-time enrolment code.
-    EnrolDevice { member: String, #[arg(long, default_value = "")] label: String },
+    /// Register a phone for a member; prints its one-time enrolment code. `--device ID`
+    /// keeps the id of a phone this server does not know (enrolled after the backup it
+    /// was restored from).
+    EnrolDevice {
+        member: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Revoke a device (a lost phone).
     RevokeDevice { device: String },
     /// List quarantined changes.
@@ -168,8 +176,8 @@ fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorst
             print(serde_json::json!({ "imported": ids.len(), "ids": ids }))
         }
         AdminAction::Assign { household, member, release, by } => admin::assign(engine, &by, &household, &member, !release)?,
-        AdminAction::EnrolDevice { member, label } => {
-            print(serde_json::to_value(admin::enrol_device(engine, &member, &label)?).expect("json"))
+        AdminAction::EnrolDevice { member, label, device } => {
+            print(serde_json::to_value(admin::enrol_device(engine, &member, &label, device.as_deref())?).expect("json"))
         }
         AdminAction::RevokeDevice { device } => admin::revoke_device(engine, &device)?,
         AdminAction::Quarantine => print(serde_json::to_value(admin::quarantined(engine, Some(QuarantineStatus::Held))?).expect("json")),

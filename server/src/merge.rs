@@ -714,7 +714,7 @@ pub(crate) mod tests {
 
     /// A phone enrolled for `member`, after its first sync: its token and that answer.
     pub(crate) fn phone(engine: &mut Engine<SqliteStore>, member: &str) -> (admin::DeviceToken, SyncResponse) {
-        let enrolment = admin::enrol_device(engine, member, "phone").unwrap();
+        let enrolment = admin::enrol_device(engine, member, "phone", None).unwrap();
         let device = admin::exchange_code(engine, &enrolment.enrolment_code).unwrap();
         let first = sync(engine, &device.token, None, vec![]);
         (device, first)

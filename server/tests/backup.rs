@@ -7,7 +7,9 @@
 //!     changing nothing; it keeps the store it replaces; phones then bring back what the
 //!     backup lacks;
 //! (d) an admin downloads a backup through the API (`GET /v1/admin/backup`), which leaves
-//!     nothing behind on the server, and it restores like one written by the command.
+//!     nothing behind on the server, and it restores like one written by the command;
+//! (e) a phone enrolled after the backup, unknown to the restored server, is enrolled
+//!     again under its own id and gives back what it recorded.
 
 mod support;
 
@@ -17,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support::*;
 
 /// Rows of `table` with `id`, read beside the running server.
@@ -276,5 +279,63 @@ fn an_admin_downloads_a_backup_through_the_api_and_it_restores() {
     assert_eq!(admin.visit_ids(), vec![v1.clone()]);
     assert_eq!(district.admin().visit_ids(), vec![v1, v2]);
     server.assert_sound();
+    district.server.assert_sound();
+}
+
+#[test]
+fn a_phone_enrolled_after_the_backup_is_enrolled_again_under_its_id_and_loses_nothing() {
+    let mut district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    let h = admin.household("甲", "c1", "b1", &["m1"]);
+    let backup = district.dir.path().join("backup.sqlite3");
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    // Enrolled after the backup: records, syncs, and the server acknowledges.
+    let mut phone = district.phone("m1", "m1");
+    phone.sync(&district.server).unwrap();
+    let visit = phone.replica.record_visit(&new_visit(&h, 1_000, "备份之后登记的手机")).unwrap().id;
+    phone.sync(&district.server).unwrap();
+    assert!(phone.replica.pending_changes().unwrap().is_empty());
+
+    district.server.kill();
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    district.restart();
+    // The restored server does not know the phone; the phone keeps its household.
+    let refused = phone.sync(&district.server).unwrap_err();
+    assert!(matches!(refused, doorstep_core::Error::Server { status: 401, .. }), "{refused:?}");
+    assert!(district.admin().visit_ids().is_empty());
+    assert_eq!(phone.visit_ids(&h), vec![visit.clone()]);
+
+    // Ids that cannot be kept: one the server knows, and one that is not a device id.
+    let admin = district.admin();
+    let known = admin.device("m1").0;
+    let url = format!("{}/v1/admin/devices", district.server.url);
+    for (id, why) in [(known.as_str(), "is known here"), ("m1的手机", "is not a UUID")] {
+        let (status, body) = post(&url, &district.admin_token, json!({"member_id": "m1", "device_id": id}));
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{body}");
+    }
+
+    // Enrolled again under its own id: the same replica, a new token.
+    let enrolment = admin.ok("/v1/admin/devices", json!({"member_id": "m1", "device_id": phone.device_id}));
+    assert_eq!(enrolment["device_id"], phone.device_id.as_str());
+    let r = http()
+        .post(format!("{}/v1/enrol", district.server.url))
+        .json(&json!({"code": enrolment["enrolment_code"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let token: serde_json::Value = r.json().unwrap();
+    assert_eq!(token["device_id"], phone.device_id.as_str());
+    phone.token = token["token"].as_str().unwrap().to_string();
+    // Its position is unknown here: the reconciliation takes back what it recorded.
+    for _ in 0..3 {
+        phone.sync(&district.server).unwrap();
+    }
+    assert_eq!(district.admin().visit_ids(), vec![visit.clone()]);
+    assert!(phone.replica.pending_changes().unwrap().is_empty());
+    assert_eq!(phone.visit_ids(&h), vec![visit]);
     district.server.assert_sound();
 }

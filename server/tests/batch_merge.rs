@@ -144,7 +144,7 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
     let mut tokens = Vec::new();
     let mut phones: Vec<(Author, Vec<HouseholdDocument>, SyncResponse)> = Vec::new();
     for m in members {
-        let enrolment = admin::enrol_device(&mut engine, m, "phone").unwrap();
+        let enrolment = admin::enrol_device(&mut engine, m, "phone", None).unwrap();
         let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
         let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
         let docs = whole(&first);
@@ -258,7 +258,7 @@ fn two_requests_of_one_device_in_a_batch_are_answered_in_turn() {
         ..Default::default()
     };
     let h = admin::create_household(&mut engine, "admin", &new).unwrap();
-    let enrolment = admin::enrol_device(&mut engine, "m1", "phone").unwrap();
+    let enrolment = admin::enrol_device(&mut engine, "m1", "phone", None).unwrap();
     let token = admin::exchange_code(&mut engine, &enrolment.enrolment_code).unwrap();
     let first = one(engine.sync_batch(vec![job(&token.token, None, vec![])]));
     let mut doc = whole(&first).remove(0);

@@ -89,6 +89,7 @@ pub trait WriteTx {
     /// The enrolled, unrevoked device holding this token.
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
     fn devices(&self) -> Result<Vec<Device>>;
+    fn device(&self, device_id: &str) -> Result<Option<Device>>;
 
     // ----- household documents ------------------------------------------------------------
     fn document(&self, household_id: &str) -> Result<Option<Vec<u8>>>;

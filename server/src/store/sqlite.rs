@@ -401,6 +401,14 @@ impl WriteTx for SqliteTx<'_> {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    fn device(&self, device_id: &str) -> Result<Option<Device>> {
+        Ok(self
+            .conn()
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
+            .query_row([device_id], device_row)
+            .optional()?)
+    }
+
     fn document(&self, household_id: &str) -> Result<Option<Vec<u8>>> {
         let mut stmt =
             self.conn().prepare_cached("SELECT data FROM doc_chunks WHERE household_id = ?1 ORDER BY seq")?;
