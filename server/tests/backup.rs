@@ -33,6 +33,22 @@ fn rows_with_id(data_dir: &Path, table: &str, id: &str) -> i64 {
     conn.query_row(&format!("SELECT count(*) FROM {table} WHERE id = ?1"), [id], |r| r.get(0)).unwrap()
 }
 
+/// A district with member m1 in branch b1 and one household of theirs.
+fn district_with_a_household() -> (District, String) {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    let h = admin.household("甲", "c1", "b1", &["m1"]);
+    (district, h)
+}
+
+/// m1's phone, newly enrolled, after its first sync.
+fn phone_of_m1(district: &District) -> Phone {
+    let phone = district.phone("m1", "m1");
+    phone.sync(&district.server).unwrap();
+    phone
+}
+
 #[test]
 fn only_one_process_at_a_time_works_on_a_data_directory() {
     let mut district = District::start();
@@ -164,12 +180,8 @@ fn a_backup_taken_while_phones_sync_holds_every_change_acknowledged_before_it() 
 
 #[test]
 fn restore_refuses_what_is_not_a_backup_and_a_directory_in_use_and_keeps_the_store_it_replaces() {
-    let mut district = District::start();
-    let admin = district.admin();
-    admin.branch_b1(&["c1"], &["m1"]);
-    let h = admin.household("甲", "c1", "b1", &["m1"]);
-    let phone = district.phone("m1", "m1");
-    phone.sync(&district.server).unwrap();
+    let (mut district, h) = district_with_a_household();
+    let phone = phone_of_m1(&district);
     let v1 = phone.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
     phone.sync(&district.server).unwrap();
     let data = district.data.clone();
@@ -243,12 +255,8 @@ fn restore_refuses_what_is_not_a_backup_and_a_directory_in_use_and_keeps_the_sto
 
 #[test]
 fn an_admin_downloads_a_backup_through_the_api_and_it_restores() {
-    let district = District::start();
-    let admin = district.admin();
-    admin.branch_b1(&["c1"], &["m1"]);
-    let h = admin.household("甲", "c1", "b1", &["m1"]);
-    let phone = district.phone("m1", "m1");
-    phone.sync(&district.server).unwrap();
+    let (district, h) = district_with_a_household();
+    let phone = phone_of_m1(&district);
     let v1 = phone.replica.record_visit(&new_visit(&h, 1_000, "下载备份之前")).unwrap().id;
     phone.sync(&district.server).unwrap();
 
@@ -284,16 +292,12 @@ fn an_admin_downloads_a_backup_through_the_api_and_it_restores() {
 
 #[test]
 fn a_phone_enrolled_after_the_backup_is_enrolled_again_under_its_id_and_loses_nothing() {
-    let mut district = District::start();
-    let admin = district.admin();
-    admin.branch_b1(&["c1"], &["m1"]);
-    let h = admin.household("甲", "c1", "b1", &["m1"]);
+    let (mut district, h) = district_with_a_household();
     let backup = district.dir.path().join("backup.sqlite3");
     let (ok, _, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
     assert!(ok, "{err}");
     // Enrolled after the backup: records, syncs, and the server acknowledges.
-    let mut phone = district.phone("m1", "m1");
-    phone.sync(&district.server).unwrap();
+    let mut phone = phone_of_m1(&district);
     let visit = phone.replica.record_visit(&new_visit(&h, 1_000, "备份之后登记的手机")).unwrap().id;
     phone.sync(&district.server).unwrap();
     assert!(phone.replica.pending_changes().unwrap().is_empty());
