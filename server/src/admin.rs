@@ -265,6 +265,12 @@ pub fn create_admin<S: ServerStore>(engine: &mut Engine<S>, id: &str, name: &str
     exchange_code(engine, &enrolment.enrolment_code)
 }
 
+/// Every device, or a member's (to find a lost phone to revoke: its label, whether it
+/// was enrolled, whether it is revoked).
+pub fn devices<S: ServerStore>(engine: &mut Engine<S>, member_id: Option<&str>) -> Result<Vec<Device>> {
+    engine.write(|tx, _| tx.devices(member_id))
+}
+
 pub fn quarantined<S: ServerStore>(engine: &mut Engine<S>, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>> {
     engine.write(|tx, _| tx.quarantined(status))
 }

@@ -93,7 +93,7 @@ pub fn router(state: App) -> Router {
         .route("/v1/admin/households", post(create_household))
         .route("/v1/admin/households/import", post(import_households))
         .route("/v1/admin/households/{id}/assignment", post(assign))
-        .route("/v1/admin/devices", post(enrol_device))
+        .route("/v1/admin/devices", post(enrol_device).get(list_devices))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/backup", get(backup))
         .route("/v1/admin/quarantine", get(list_quarantine))
@@ -298,6 +298,20 @@ struct DeviceBody {
 async fn enrol_device(State(app): State<App>, headers: HeaderMap, Checked(Json(body)): Checked<Json<DeviceBody>>) -> Result<Json<admin::Enrolment>> {
     admin_caller(&app, &headers).await?;
     Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label, body.device_id.as_deref())).await?))
+}
+
+#[derive(Deserialize)]
+struct DevicesQuery {
+    member: Option<String>,
+}
+
+async fn list_devices(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Checked(Query(q)): Checked<Query<DevicesQuery>>,
+) -> Result<Json<Vec<crate::org::Device>>> {
+    admin_caller(&app, &headers).await?;
+    Ok(Json(app.writer.run(move |e| admin::devices(e, q.member.as_deref())).await?))
 }
 
 async fn revoke_device(State(app): State<App>, headers: HeaderMap, Checked(Path(id)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {

@@ -105,6 +105,11 @@ enum AdminAction {
         #[arg(long)]
         device: Option<String>,
     },
+    /// List devices (a member's with --member): id, label, enrolled, revoked.
+    Devices {
+        #[arg(long)]
+        member: Option<String>,
+    },
     /// Revoke a device (a lost phone).
     RevokeDevice { device: String },
     /// List quarantined changes.
@@ -179,6 +184,7 @@ fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorst
         AdminAction::EnrolDevice { member, label, device } => {
             print(serde_json::to_value(admin::enrol_device(engine, &member, &label, device.as_deref())?).expect("json"))
         }
+        AdminAction::Devices { member } => print(serde_json::to_value(admin::devices(engine, member.as_deref())?).expect("json")),
         AdminAction::RevokeDevice { device } => admin::revoke_device(engine, &device)?,
         AdminAction::Quarantine => print(serde_json::to_value(admin::quarantined(engine, Some(QuarantineStatus::Held))?).expect("json")),
         AdminAction::Release { hash, by } => engine.release(&by, &hash)?,

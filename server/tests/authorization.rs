@@ -257,6 +257,8 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
         ep(Kind::Admin, Method::POST, format!("/v1/admin/devices/{spare_device}/revoke"), Body::Json(json!({})), ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/quarantine", Body::None, ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/backup", Body::None, ""),
+        ep(Kind::Admin, Method::GET, "/v1/admin/devices", Body::None, ""),
+        ep(Kind::Admin, Method::GET, "/v1/admin/devices?member=m1", Body::None, "the member's own devices"),
         ep(
             Kind::Admin,
             Method::POST,
@@ -315,6 +317,17 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
     assert_eq!(status_of(&q5), "discarded");
     let (status, _) = raw_sync(&url, Some(&spare_token), protocol::encode(&empty_sync_request()));
     assert_eq!(status, 401, "the spare device was revoked by the admin");
+    // The admin finds it in m2's devices: revoked, beside p2's phone.
+    let listed = admin.get_ok("/v1/admin/devices?member=m2");
+    let state = |id: &str| {
+        let d = listed.as_array().unwrap().iter().find(|d| d["id"] == id).unwrap_or_else(|| panic!("{id} in {listed}"));
+        (d["member_id"].as_str().unwrap().to_string(), d["enrolled"].as_bool().unwrap(), d["revoked"].as_bool().unwrap())
+    };
+    assert_eq!(state(&spare_device), ("m2".to_string(), true, true));
+    assert_eq!(state(&p2.device_id), ("m2".to_string(), true, false));
+    assert!(listed.as_array().unwrap().iter().all(|d| d["member_id"] == "m2"), "{listed}");
+    let all = admin.get_ok("/v1/admin/devices");
+    assert!(all.as_array().unwrap().iter().any(|d| d["id"] == p1.device_id.as_str()), "{all}");
 
     // Scope of what the read API returns.
     let get_as = |token: &str, path: &str| {

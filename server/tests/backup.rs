@@ -72,6 +72,10 @@ fn only_one_process_at_a_time_works_on_a_data_directory() {
     let (ok, _, err) = command(&["admin", "--data-dir", arg(&data), "add-branch", "b2", "第二支部"]);
     assert!(ok, "{err}");
     assert_eq!(rows_with_id(&data, "branches", "b2"), 1);
+    let (ok, out, err) = command(&["admin", "--data-dir", arg(&data), "devices", "--member", "admin"]);
+    assert!(ok, "{err}");
+    let devices: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(devices.as_array().map(Vec::len), Some(1), "the admin's own: {devices}");
     district.restart();
     district.admin().member("m1", "b2");
     district.server.assert_sound();

@@ -88,7 +88,8 @@ pub trait WriteTx {
     fn revoke_device(&self, device_id: &str, now_ms: i64) -> Result<bool>;
     /// The enrolled, unrevoked device holding this token.
     fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
-    fn devices(&self) -> Result<Vec<Device>>;
+    /// Every device, or a member's; by member, then id.
+    fn devices(&self, member_id: Option<&str>) -> Result<Vec<Device>>;
     fn device(&self, device_id: &str) -> Result<Option<Device>>;
 
     // ----- household documents ------------------------------------------------------------

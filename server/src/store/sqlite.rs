@@ -395,9 +395,11 @@ impl WriteTx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn devices(&self) -> Result<Vec<Device>> {
-        let mut stmt = self.conn().prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
-        let rows = stmt.query_map([], device_row)?;
+    fn devices(&self, member_id: Option<&str>) -> Result<Vec<Device>> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR member_id = ?1 ORDER BY member_id, id"
+        ))?;
+        let rows = stmt.query_map([member_id], device_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
