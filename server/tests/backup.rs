@@ -201,6 +201,9 @@ fn restore_refuses_what_is_not_a_backup_and_a_directory_in_use_and_keeps_the_sto
     let (ok, _, err) = command(&["backup", "--data-dir", arg(&data), arg(&backup)]);
     assert!(!ok && err.contains("never replaces a file"), "{err}");
     assert_eq!(std::fs::read(&backup).unwrap(), written);
+    let nowhere = district.dir.path().join("no such directory").join("backup.sqlite3");
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&data), arg(&nowhere)]);
+    assert!(!ok && err.contains("there is no directory"), "{err}");
 
     // Restoring over the running server is refused.
     let (ok, _, err) = command(&["restore", "--data-dir", arg(&data), arg(&backup)]);

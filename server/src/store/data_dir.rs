@@ -62,6 +62,9 @@ pub fn back_up(data_dir: &Path, to: &Path) -> Result<u64> {
     if to.exists() {
         return Err(bad(format!("{} 已存在，备份不会覆盖文件 / {} exists; a backup never replaces a file", to.display(), to.display())));
     }
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        return Err(bad(format!("目录 {} 不存在 / there is no directory {}", dir.display(), dir.display())));
+    }
     let partial = beside(to, "partial");
     remove_if_there(&partial)?;
     let written = (|| {
