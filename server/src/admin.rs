@@ -20,6 +20,18 @@ fn require(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The organisation as the store holds it: branches, communities and members, by id.
+#[derive(Debug, Serialize)]
+pub struct Organisation {
+    pub branches: Vec<Branch>,
+    pub communities: Vec<Community>,
+    pub members: Vec<Member>,
+}
+
+pub fn organisation<S: ServerStore>(engine: &mut Engine<S>) -> Result<Organisation> {
+    engine.write(|tx, _| Ok(Organisation { branches: tx.branches()?, communities: tx.communities()?, members: tx.members()? }))
+}
+
 pub fn add_branch<S: ServerStore>(engine: &mut Engine<S>, branch: &Branch) -> Result<()> {
     require("id", &branch.id)?;
     require("name", &branch.name)?;

@@ -87,6 +87,7 @@ pub fn router(state: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/sync", post(sync))
         .route("/v1/enrol", post(enrol))
+        .route("/v1/admin/organisation", get(organisation))
         .route("/v1/admin/branches", post(add_branch))
         .route("/v1/admin/communities", post(add_community))
         .route("/v1/admin/members", post(add_member))
@@ -201,6 +202,11 @@ struct EnrolRequest {
 
 async fn enrol(State(app): State<App>, Checked(Json(body)): Checked<Json<EnrolRequest>>) -> Result<Json<admin::DeviceToken>> {
     Ok(Json(app.writer.run(move |e| admin::exchange_code(e, &body.code)).await?))
+}
+
+async fn organisation(State(app): State<App>, headers: HeaderMap) -> Result<Json<admin::Organisation>> {
+    admin_caller(&app, &headers).await?;
+    Ok(Json(app.writer.run(admin::organisation).await?))
 }
 
 async fn add_branch(State(app): State<App>, headers: HeaderMap, Checked(Json(b)): Checked<Json<Branch>>) -> Result<Json<Branch>> {

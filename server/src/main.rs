@@ -67,6 +67,8 @@ enum Command {
 enum AdminAction {
     /// Create an admin and print their token.
     CreateAdmin { id: String, name: String },
+    /// List branches, communities and members.
+    Organisation,
     AddBranch { id: String, name: String },
     AddCommunity { id: String, name: String },
     /// Add a member (role member, coordinator or admin).
@@ -166,6 +168,7 @@ fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorst
     let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json prints"));
     match action {
         AdminAction::CreateAdmin { id, name } => print(serde_json::to_value(admin::create_admin(engine, &id, &name)?).expect("json")),
+        AdminAction::Organisation => print(serde_json::to_value(admin::organisation(engine)?).expect("json")),
         AdminAction::AddBranch { id, name } => admin::add_branch(engine, &Branch { id, name })?,
         AdminAction::AddCommunity { id, name } => admin::add_community(engine, &Community { id, name })?,
         AdminAction::AddMember { id, name, role, branch, scope_branches, scope_communities } => {

@@ -257,6 +257,7 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
         ep(Kind::Admin, Method::POST, format!("/v1/admin/devices/{spare_device}/revoke"), Body::Json(json!({})), ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/quarantine", Body::None, ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/backup", Body::None, ""),
+        ep(Kind::Admin, Method::GET, "/v1/admin/organisation", Body::None, ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/devices", Body::None, ""),
         ep(Kind::Admin, Method::GET, "/v1/admin/devices?member=m1", Body::None, "the member's own devices"),
         ep(
@@ -311,6 +312,12 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
         json!({"id": "m10", "name": "m10", "role": "member", "branch_id": "b9"}),
     );
     assert_eq!(status, 200, "branch b9 exists now");
+    let org = admin.get_ok("/v1/admin/organisation");
+    assert_eq!(ids(&org["branches"]), vec!["b1", "b2", "b9"]);
+    assert_eq!(ids(&org["communities"]), vec!["c1", "c2", "c3", "c9"]);
+    let coordinator = org["members"].as_array().unwrap().iter().find(|m| m["id"] == "m9").expect("m9 listed");
+    assert_eq!((coordinator["role"].as_str(), &coordinator["scope_branches"]), (Some("coordinator"), &json!(["b1"])));
+    assert!(ids(&org["members"]).contains(&"m10".to_string()), "{org}");
     let q = admin.quarantine(None);
     let status_of = |hash: &str| q.iter().find(|c| c["hash"] == hash).unwrap()["status"].as_str().unwrap().to_string();
     assert_eq!(status_of(&q4), "released");

@@ -76,6 +76,10 @@ fn only_one_process_at_a_time_works_on_a_data_directory() {
     assert!(ok, "{err}");
     let devices: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(devices.as_array().map(Vec::len), Some(1), "the admin's own: {devices}");
+    let (ok, out, err) = command(&["admin", "--data-dir", arg(&data), "organisation"]);
+    assert!(ok, "{err}");
+    let org: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ids(&org["branches"]), vec!["b1", "b2"]);
     district.restart();
     district.admin().member("m1", "b2");
     district.server.assert_sound();
