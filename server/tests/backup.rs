@@ -24,13 +24,7 @@ use support::*;
 
 /// Rows of `table` with `id`, read beside the running server.
 fn rows_with_id(data_dir: &Path, table: &str, id: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("doorstep.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table} WHERE id = ?1"), [id], |r| r.get(0)).unwrap()
+    store_reader(data_dir).query_row(&format!("SELECT count(*) FROM {table} WHERE id = ?1"), [id], |r| r.get(0)).unwrap()
 }
 
 /// A district with member m1 in branch b1 and one household of theirs.
@@ -99,11 +93,7 @@ fn a_backup_taken_while_phones_sync_holds_every_change_acknowledged_before_it() 
     let backup = district.dir.path().join("backup.sqlite3");
     // A long read beside the server (as a big report would be) keeps what commits from
     // here on in the write-ahead log, out of the database file: the backup must read both.
-    let reader = rusqlite::Connection::open_with_flags(
-        district.data.join("doorstep.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let reader = store_reader(&district.data);
     reader.execute_batch("BEGIN").unwrap();
     let logged: i64 = reader.query_row("SELECT count(*) FROM change_log", [], |r| r.get(0)).unwrap();
 

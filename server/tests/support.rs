@@ -348,15 +348,21 @@ pub fn ids(list: &Value) -> Vec<String> {
     list.as_array().expect("a JSON list").iter().map(|v| v["id"].as_str().expect("an id").to_string()).collect()
 }
 
-/// Rows of the server's change log and quarantine, read from its SQLite file (read-only,
-/// beside the running server).
-pub fn store_counts(data_dir: &Path) -> (i64, i64) {
+/// A read-only connection to the server's store, beside the running server.
+pub fn store_reader(data_dir: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("doorstep.sqlite3"),
+        data_dir.join(doorstep_server::store::data_dir::STORE_FILE),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("the store opens read-only");
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+/// Rows of the server's change log and quarantine, read from its SQLite file (read-only,
+/// beside the running server).
+pub fn store_counts(data_dir: &Path) -> (i64, i64) {
+    let conn = store_reader(data_dir);
     let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("a count");
     (count("SELECT count(*) FROM change_log"), count("SELECT count(*) FROM quarantine"))
 }

@@ -7,9 +7,9 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
-use super::sqlite::SqliteStore;
+use super::sqlite::{server_meta, SqliteStore};
 use crate::error::{Result, ServerError};
 
 /// The store: one SQLite file in the data directory (with its `-wal` and `-shm` files).
@@ -170,17 +170,7 @@ pub fn restore(data_dir: &Path, from: &Path) -> Result<Restored> {
 
 /// The store's epoch, which only a Doorstep store has.
 fn epoch(conn: &Connection) -> Result<String> {
-    let has_meta: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'server_meta'",
-        [],
-        |r| r.get(0),
-    )?;
-    let epoch = if has_meta {
-        conn.query_row("SELECT value FROM server_meta WHERE key = 'epoch'", [], |r| r.get(0)).optional()?
-    } else {
-        None
-    };
-    epoch.ok_or_else(|| bad("它不是户联系服务器的数据库 / it is not a Doorstep server store".into()))
+    server_meta(conn, "epoch")?.ok_or_else(|| bad("它不是户联系服务器的数据库 / it is not a Doorstep server store".into()))
 }
 
 /// Sync `from` to disk, rename it to `to`, and sync the directory; returns its size.

@@ -167,21 +167,7 @@ impl SqliteStore {
         {
             let tx = store.transaction()?;
             let conn = tx.connection();
-            let has_meta: bool = conn.query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'server_meta'",
-                [],
-                |r| r.get(0),
-            )?;
-            let version: usize = if has_meta {
-                conn.query_row("SELECT value FROM server_meta WHERE key = 'schema_version'", [], |r| {
-                    r.get::<_, String>(0)
-                })
-                .optional()?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-            } else {
-                0
-            };
+            let version: usize = server_meta(conn, "schema_version")?.and_then(|v| v.parse().ok()).unwrap_or(0);
             if version > SERVER_MIGRATIONS.len() {
                 return Err(ServerError::Internal(format!(
                     "数据库来自更新版本的服务器（服务器表版本 {version}），本版本无法打开 / the store was written by a newer \
@@ -222,6 +208,20 @@ impl ServerStore for SqliteStore {
     fn begin(&mut self) -> Result<SqliteTx<'_>> {
         Ok(SqliteTx { tx: self.store.transaction()?, checkpointer: &self.checkpointer })
     }
+}
+
+/// The value of `key` in the server's own metadata; `None` also when the file has no such
+/// table (a new file, or not a Doorstep store).
+pub(super) fn server_meta(conn: &rusqlite::Connection, key: &str) -> Result<Option<String>> {
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'server_meta'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(conn.query_row("SELECT value FROM server_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 const MEMBER_COLUMNS: &str = "id, name, role, branch_id, scope_branches, scope_communities";
@@ -303,7 +303,7 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn epoch(&self) -> Result<String> {
-        Ok(self.conn().query_row("SELECT value FROM server_meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+        server_meta(self.conn(), "epoch")?.ok_or_else(|| ServerError::Internal("the store has no epoch".into()))
     }
 
     fn put_branch(&self, b: &Branch) -> Result<()> {
