@@ -1,7 +1,6 @@
 //! The HTTP surface (axum): sync, enrolment, the admin JSON API, health and metrics.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -13,7 +12,6 @@ use axum::{Json, Router};
 use doorstep_core::document::decode_change;
 use doorstep_core::sync::protocol::{self, SyncRequest};
 use doorstep_core::NewHousehold;
-use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
 use crate::admin;
@@ -23,54 +21,18 @@ use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
 use crate::extract::Checked;
 use crate::org::{Branch, Community, Member, Role};
+use crate::readers::Readers;
 use crate::store::data_dir;
 use crate::store::sqlite::member_by_token;
 use crate::store::QuarantineStatus;
 use crate::writer::Writer;
 
-/// Read-only connections to the store, for authentication and the read API.
-pub struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Readers {
-    pub fn new(path: PathBuf) -> Readers {
-        Readers { path, idle: Mutex::new(Vec::new()) }
-    }
-
-    /// The store's file.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    /// Run a read on a blocking thread with a pooled connection.
-    pub async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = match this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(&this.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                    c.busy_timeout(std::time::Duration::from_secs(5))?;
-                    c
-                }
-            };
-            let out = f(&conn);
-            this.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-            out
-        })
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?
-    }
-}
-
 pub struct AppState {
     pub writer: Writer,
-    pub readers: Arc<Readers>,
+    /// Reading for the read API and backups.
+    pub readers: Readers,
+    /// Looking up the member behind the token each request carries.
+    pub tokens: Readers,
     pub limits: Limits,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
@@ -129,7 +91,7 @@ fn bearer(headers: &HeaderMap) -> Result<String> {
 /// The member behind a request's token (enrolled, not revoked).
 pub async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
     let token_hash = hash_secret(&bearer(headers)?);
-    app.readers
+    app.tokens
         .read(move |conn| member_by_token(conn, &token_hash)?.ok_or(ServerError::Unauthorized))
         .await
 }

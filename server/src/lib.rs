@@ -5,7 +5,8 @@
 //! - [`merge`]: pushed changes checked and merged household by household, in parallel.
 //! - [`validate`]: checks a member's change before it is merged.
 //! - [`store`]: storage traits, free of SQL; [`store::sqlite`] the embedded store.
-//! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API.
+//! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API; [`readers`]
+//!   the threads that read the store for them.
 //! - [`admin`]: organisation, households, CSV import, devices, quarantine (CLI and API).
 //! - [`auth`], [`org`], [`config`], [`metrics`], [`demo`], [`error`]; [`extract`]: request
 //!   extractors that reject with an [`error::ServerError`].
@@ -22,6 +23,7 @@ pub mod merge;
 pub mod metrics;
 pub mod org;
 pub mod read_api;
+pub mod readers;
 pub mod store;
 pub mod validate;
 pub mod writer;
@@ -31,6 +33,7 @@ use std::time::Instant;
 
 use config::Config;
 use engine::Engine;
+use readers::Readers;
 use store::sqlite::SqliteStore;
 
 /// Open the store and run the server until Ctrl-C / SIGTERM.
@@ -44,9 +47,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if due > 0 {
         tracing::info!(households = due, "household documents to compact once idle");
     }
+    let store_file = config.data_dir.join(store::data_dir::STORE_FILE);
+    let start_failed = |e: std::io::Error| format!("cannot start the reader threads: {e}");
     let state = Arc::new(http::AppState {
         writer: writer::Writer::start(engine),
-        readers: Arc::new(http::Readers::new(config.data_dir.join(store::data_dir::STORE_FILE))),
+        readers: Readers::start(store_file.clone(), readers::READER_THREADS, "doorstep-read").map_err(start_failed)?,
+        tokens: Readers::start(store_file, readers::TOKEN_THREADS, "doorstep-token").map_err(start_failed)?,
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
