@@ -10,7 +10,7 @@ mod projection;
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::document::{HouseholdDocument, View};
 use crate::error::Result;
@@ -164,8 +164,12 @@ impl Store {
         Ok(rows)
     }
 
+    /// A write transaction. It takes SQLite's write lock as it begins, waiting for it (the
+    /// busy timeout) if another connection holds it for a moment. Begun without it, a
+    /// transaction that reads and then writes is refused at once when the lock is held
+    /// ("database is locked"): SQLite does not wait while a reader would become a writer.
     pub fn transaction(&mut self) -> Result<StoreTx<'_>> {
-        Ok(StoreTx { tx: self.conn.transaction()?, snapshots: self.snapshots })
+        Ok(StoreTx { tx: self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?, snapshots: self.snapshots })
     }
 
     /// How compactions save snapshots from now on.

@@ -658,6 +658,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_edit_waits_for_a_write_lock_held_for_a_moment_elsewhere_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        // Another connection holds the write lock for a moment (as one recovering the
+        // log's index does).
+        let other = rusqlite::Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        // An admin edit reads, then writes. Begun without the lock, SQLite refused the
+        // write at once ("database is locked"), without waiting.
+        let tx = store.begin().unwrap();
+        assert!(tx.branches().unwrap().is_empty());
+        tx.put_branch(&Branch { id: "b1".into(), name: "第一支部".into() }).unwrap();
+        tx.commit().unwrap();
+        holder.join().unwrap();
+        let tx = store.begin().unwrap();
+        assert_eq!(tx.branches().unwrap().len(), 1);
+    }
+
+    #[test]
     fn committed_pages_reach_the_database_file_through_the_checkpoint_thread() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
