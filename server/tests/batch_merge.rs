@@ -18,6 +18,7 @@ use doorstep_server::auth::hash_secret;
 use doorstep_server::engine::{Engine, SyncJob};
 use doorstep_server::org::{Branch, Community, Member, Role};
 use doorstep_server::store::sqlite::SqliteStore;
+use doorstep_server::store::data_dir::STORE_FILE;
 use doorstep_server::store::QuarantineStatus;
 use support::{copy_dir, new_visit};
 
@@ -228,8 +229,8 @@ fn a_batch_merged_in_parallel_ends_as_its_requests_handled_one_by_one() {
     // What the batch wrote record by record is what projecting each document whole gives.
     let whole = projected_whole(&mut together, &admin_token, &dir.path().join("whole.sqlite3"));
     assert!(whole.iter().filter(|row| row.starts_with("visits:")).count() >= 9, "{whole:#?}");
-    assert_eq!(projection(&together_dir.join("doorstep.sqlite3")), whole);
-    assert_eq!(projection(&alone_dir.join("doorstep.sqlite3")), whole);
+    assert_eq!(projection(&together_dir.join(STORE_FILE)), whole);
+    assert_eq!(projection(&alone_dir.join(STORE_FILE)), whole);
 
     // After a restart (documents loaded from the files, not memory) nothing differs.
     drop((together, alone));

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 
 use doorstep_server::readers::{READER_THREADS, TOKEN_THREADS};
+use doorstep_server::store::data_dir::STORE_FILE;
 use support::*;
 
 /// Requests sent at once.
@@ -34,7 +35,7 @@ fn a_burst_of_requests_is_answered_with_a_bounded_number_of_connections_and_thre
     admin.branch_b1(&["c1"], &["m1"]);
     admin.household("王", "c1", "b1", &["m1"]);
     let pid = district.server.child.id();
-    let store: PathBuf = district.data.join("doorstep.sqlite3").canonicalize().expect("the store exists");
+    let store: PathBuf = district.data.join(STORE_FILE).canonicalize().expect("the store exists");
     let (connections_before, threads_before) = (store_descriptors(pid, &store), threads(pid));
 
     // Half read the coordinator API (a token check, then a read), half ask for a device

@@ -190,11 +190,6 @@ impl SqliteStore {
         }
         Ok(SqliteStore { store, checkpointer: Checkpointer::start(&path)?, _lock: lock })
     }
-
-    /// Read-only access for the coordinator API and admin listings.
-    pub fn reader(&self) -> &rusqlite::Connection {
-        self.store.connection()
-    }
 }
 
 pub struct SqliteTx<'a> {
