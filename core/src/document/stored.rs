@@ -196,7 +196,8 @@ impl VisitDoc {
 
 impl IssueDoc {
     /// The issue stored under the key `id` (its id, whatever the record's `id` field says)
-    /// in household `household_id`.
+    /// in household `household_id`; its transitions and comments are known by their keys
+    /// too.
     pub fn to_model(&self, id: &str, household_id: &str) -> Issue {
         let derived = super::status::derive(&self.transitions);
         Issue {
@@ -213,8 +214,8 @@ impl IssueDoc {
             transitions: derived.ordered,
             comments: self
                 .comments
-                .values()
-                .map(|c| IssueComment { id: c.id.clone(), text: c.text.clone(), by: (&c.by).into() })
+                .iter()
+                .map(|(id, c)| IssueComment { id: id.clone(), text: c.text.clone(), by: (&c.by).into() })
                 .collect(),
             resolution: self.resolution.clone(),
             feedback: self.feedback_satisfaction.map(|s| FamilyFeedback {
