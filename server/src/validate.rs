@@ -7,28 +7,44 @@
 
 use std::collections::BTreeMap;
 
-use automerge::Change;
+use automerge::{Change, ChangeHash};
 use doorstep_core::document::{check_date, HouseholdDocument, Scope, View};
-use doorstep_core::IssueStatus;
+use doorstep_core::{Issue, IssueStatus};
 
 use crate::org::{Member, Role};
 
 /// Fields only coordinators and admins may change.
 const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "community_id", "archived"];
 
-/// Check `change`, already applied to `doc`. On success, the records it touched and,
-/// unless that is the whole document, their projection: each record is read once, for
-/// the checks and for the store.
+/// What a change wrote of one visit or issue.
+#[derive(Default)]
+struct Wrote {
+    /// The record's key itself (`["visits", id]`): a new record, or one replaced.
+    key: bool,
+    /// Its `recorded` / `raised` stamp.
+    stamp: bool,
+    /// A visit's `visitors`.
+    visitors: bool,
+    /// An issue's `transitions` or `comments` map itself.
+    lists: bool,
+    /// Its status moves and comments: (`transitions` or `comments`, key) -> whether the
+    /// change wrote that key itself.
+    entries: BTreeMap<(String, String), bool>,
+}
+
+/// Check `change`, already applied to `doc`, whose heads were `before` until then. On
+/// success, the records it touched and, unless that is the whole document, their
+/// projection: each record is read once, for the checks and for the store.
 pub fn check_change(
     doc: &mut HouseholdDocument,
     change: &Change,
+    before: &[ChangeHash],
     member: &Member,
 ) -> Result<(Scope, Option<View>), String> {
     let is_member = member.role == Role::Member;
     let mut household = false;
-    // Record id -> whether the change wrote its `recorded` / `raised` stamp.
-    let mut visits: BTreeMap<String, bool> = BTreeMap::new();
-    let mut issues: BTreeMap<String, bool> = BTreeMap::new();
+    let mut visits: BTreeMap<String, Wrote> = BTreeMap::new();
+    let mut issues: BTreeMap<String, Wrote> = BTreeMap::new();
     for path in doc.paths_written_by(change) {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         match p.as_slice() {
@@ -40,8 +56,8 @@ pub fn check_change(
                 }
                 household = true;
             }
-            ["visits", id, rest @ ..] => *visits.entry(id.to_string()).or_default() |= rest.first() == Some(&"recorded"),
-            ["issues", id, rest @ ..] => *issues.entry(id.to_string()).or_default() |= rest.first() == Some(&"raised"),
+            ["visits", id, rest @ ..] => visits.entry(id.to_string()).or_default().note(rest, "recorded"),
+            ["issues", id, rest @ ..] => issues.entry(id.to_string()).or_default().note(rest, "raised"),
             [] | ["household"] | ["visits"] | ["issues"] | ["schema_version"] | ["?", ..] if is_member => {
                 return Err("党员不能创建或替换住户文档 / members cannot create or replace a household document".into());
             }
@@ -65,11 +81,19 @@ pub fn check_change(
         }
         view.absorb(read);
     }
-    for (id, stamp_written) in &visits {
-        // Looked up once per record: whether this change created it.
-        let created = is_member && doc.created_by(&["visits", id], change);
-        if is_member && *stamp_written && !created {
+    for (id, wrote) in &visits {
+        // A member's change makes a record only at a key that held nothing before it.
+        let created = is_member && wrote.key;
+        if created {
+            refuse_replacing(doc, ("visits", id), before, ("走访记录", "visit"))?;
+        }
+        if is_member && wrote.stamp && !created {
             return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
+        }
+        // Who took part is set when the visit is recorded, so that it also says, as
+        // before this change, who else may change the visit (below).
+        if is_member && wrote.visitors && !created {
+            return Err(format!("不能修改走访记录的参与人 / who took part in visit {id} cannot be changed"));
         }
         let unfit = |e: &dyn std::fmt::Display| format!("走访记录不符合格式 / visit {id} does not fit the schema: {e}");
         let read = doc.view(&Scope::visit(id)).map_err(|e| unfit(&e))?;
@@ -93,13 +117,23 @@ pub fn check_change(
         }
         view.absorb(read);
     }
-    for (id, stamp_written) in &issues {
-        if is_member && *stamp_written && !doc.created_by(&["issues", id], change) {
+    for (id, wrote) in &issues {
+        let created = is_member && wrote.key;
+        if created {
+            refuse_replacing(doc, ("issues", id), before, ("问题记录", "issue"))?;
+        }
+        if is_member && wrote.stamp && !created {
             return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
         }
         let unfit = |e: &dyn std::fmt::Display| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}");
         let read = doc.view(&Scope::issue(id)).map_err(|e| unfit(&e))?;
         let Some((_, Some(issue))) = read.issues.first() else { return Err(unfit(&"it is missing")) };
+        if is_member {
+            if created && issue.raised.member_id != member.id {
+                return Err(format!("问题必须以本人名义提出 / issue {id} must be raised under your own id"));
+            }
+            check_history(doc, id, wrote, before, issue, &member.id)?;
+        }
         if issue.title.trim().is_empty() {
             return Err(format!("问题标题为空 / issue {id} has an empty title"));
         }
@@ -119,4 +153,68 @@ pub fn check_change(
     }
     let scope = Scope::Records { household, visits: visits.into_keys().collect(), issues: issues.into_keys().collect() };
     Ok((scope, Some(view)))
+}
+
+impl Wrote {
+    /// Take one path the change wrote under the record (`rest`, after its id).
+    fn note(&mut self, rest: &[&str], stamp: &str) {
+        match rest {
+            [] => self.key = true,
+            [field, ..] if *field == stamp => self.stamp = true,
+            ["visitors", ..] => self.visitors = true,
+            ["transitions" | "comments"] => self.lists = true,
+            [list @ ("transitions" | "comments"), entry, more @ ..] => {
+                *self.entries.entry((list.to_string(), entry.to_string())).or_default() |= more.is_empty();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refuse a member's change that wrote the key of record `id` under `records` if the key
+/// held a record before the change: one replaced, or made alongside another member's
+/// concurrent one, which Automerge may show in its place. Otherwise the change made it.
+fn refuse_replacing(
+    doc: &HouseholdDocument,
+    (records, id): (&str, &str),
+    before: &[ChangeHash],
+    (zh, en): (&str, &str),
+) -> Result<(), String> {
+    if doc.held_at(&[records, id], before) {
+        return Err(format!("该{zh}已存在，不能替换 / {en} {id} already holds a record, which cannot be replaced"));
+    }
+    Ok(())
+}
+
+/// A member adds status moves and comments to an issue, each under the member's own id,
+/// and changes none once made: they are the issue's history.
+fn check_history(
+    doc: &HouseholdDocument,
+    id: &str,
+    wrote: &Wrote,
+    before: &[ChangeHash],
+    issue: &Issue,
+    member_id: &str,
+) -> Result<(), String> {
+    let changed =
+        || format!("问题的状态变更和评论写入后不能修改 / issue {id}: its status moves and comments cannot be changed once made");
+    // Past `refuse_replacing`, a member's change that wrote the issue's key made it.
+    if wrote.lists && !wrote.key {
+        return Err(changed());
+    }
+    for ((list, entry), key) in &wrote.entries {
+        if !key || doc.held_at(&["issues", id, list, entry], before) {
+            return Err(changed());
+        }
+        let by = match list.as_str() {
+            "transitions" => issue.transitions.iter().find(|t| t.id == *entry).map(|t| &t.by),
+            _ => issue.comments.iter().find(|c| c.id == *entry).map(|c| &c.by),
+        };
+        if by.map(|by| by.member_id.as_str()) != Some(member_id) {
+            return Err(format!(
+                "状态变更和评论必须以本人名义写入 / issue {id}: status moves and comments must be made under your own id"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,10 +1,10 @@
-//! What a change wrote: the document paths of its operations, and whether it created a
-//! record. The sync server uses this to check a member's change before merging it.
+//! What a change wrote: the document paths of its operations, and what the document held
+//! before it. The sync server uses this to check a member's change before merging it.
 
 use std::collections::{BTreeSet, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{Change, ObjId as ExId, Prop, ReadDoc};
+use automerge::{Change, ChangeHash, ObjId as ExId, Prop, ReadDoc, Value};
 
 use super::HouseholdDocument;
 
@@ -78,16 +78,19 @@ impl HouseholdDocument {
         Some(path)
     }
 
-    /// Whether the record at `path` (e.g. `["visits", id]`) was created by `change`.
-    pub fn created_by(&self, path: &[&str], change: &Change) -> bool {
-        match Self::map_at(&self.doc, path) {
-            Some(ExId::Id(counter, actor, _)) => {
-                actor == *change.actor_id()
-                    && counter >= change.start_op().get()
-                    && counter < change.start_op().get() + change.len() as u64
+    /// Whether the document held something at `path` (e.g. `["visits", id]`) when its
+    /// heads were `heads`: a change that writes a record's key makes that record only if
+    /// nothing was there before it.
+    pub fn held_at(&self, path: &[&str], heads: &[ChangeHash]) -> bool {
+        let mut obj = ExId::Root;
+        for (i, key) in path.iter().enumerate() {
+            match self.doc.get_at(&obj, *key, heads) {
+                Ok(Some(_)) if i + 1 == path.len() => return true,
+                Ok(Some((Value::Object(_), id))) => obj = id,
+                _ => return false,
             }
-            _ => false,
         }
+        false
     }
 }
 
