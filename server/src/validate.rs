@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use automerge::{Change, ChangeHash};
 use doorstep_core::document::{check_date, HouseholdDocument, Scope, View};
-use doorstep_core::{Issue, IssueStatus};
+use doorstep_core::{Issue, IssueStatus, Stamp};
 
 use crate::org::{Member, Role};
 
-/// Fields only coordinators and admins may change.
-const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "community_id", "archived"];
+/// Household fields only coordinators and admins may change (`created`: who created the
+/// household, and when).
+const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "community_id", "archived", "created"];
 
 /// What a change wrote of one visit or issue.
 #[derive(Default)]
@@ -25,6 +26,8 @@ struct Wrote {
     stamp: bool,
     /// A visit's `visitors`.
     visitors: bool,
+    /// Its `deleted` stamp (deleted or restored).
+    deleted: bool,
     /// An issue's `transitions` or `comments` map itself.
     lists: bool,
     /// Its status moves and comments: (`transitions` or `comments`, key) -> whether the
@@ -51,7 +54,7 @@ pub fn check_change(
             ["household", field, ..] => {
                 if is_member && COORDINATOR_FIELDS.contains(field) {
                     return Err(format!(
-                        "党员不能修改住户的“{field}” / members cannot change household {field} (assignment, branch, community, archive)"
+                        "党员不能修改住户的“{field}” / members cannot change household {field} (assignment, branch, community, archive, creation)"
                     ));
                 }
                 household = true;
@@ -108,6 +111,9 @@ pub fn check_change(
                     "不能修改其他党员的走访记录 / cannot change visit {id}, recorded by another member"
                 ));
             }
+            if wrote.deleted {
+                deleted_by_self(visit.deleted.as_ref(), &member.id, ("走访记录", "visit"), id)?;
+            }
         }
         if visit.ended_at_ms.is_some_and(|end| end < visit.started_at_ms) {
             return Err(format!("走访结束时间早于开始时间 / visit {id} ends before it starts"));
@@ -133,6 +139,9 @@ pub fn check_change(
                 return Err(format!("问题必须以本人名义提出 / issue {id} must be raised under your own id"));
             }
             check_history(doc, id, wrote, before, issue, &member.id)?;
+            if wrote.deleted {
+                deleted_by_self(issue.deleted.as_ref(), &member.id, ("问题", "issue"), id)?;
+            }
         }
         if issue.title.trim().is_empty() {
             return Err(format!("问题标题为空 / issue {id} has an empty title"));
@@ -162,6 +171,7 @@ impl Wrote {
             [] => self.key = true,
             [field, ..] if *field == stamp => self.stamp = true,
             ["visitors", ..] => self.visitors = true,
+            ["deleted", ..] => self.deleted = true,
             ["transitions" | "comments"] => self.lists = true,
             [list @ ("transitions" | "comments"), entry, more @ ..] => {
                 *self.entries.entry((list.to_string(), entry.to_string())).or_default() |= more.is_empty();
@@ -217,4 +227,14 @@ fn check_history(
         }
     }
     Ok(())
+}
+
+/// A member's change that deleted (or restored) a record: a deletion names the member.
+fn deleted_by_self(deleted: Option<&Stamp>, member_id: &str, (zh, en): (&str, &str), id: &str) -> Result<(), String> {
+    match deleted {
+        Some(by) if by.member_id != member_id => {
+            Err(format!("删除{zh}必须以本人名义 / {en} {id} must be deleted under your own id"))
+        }
+        _ => Ok(()),
+    }
 }

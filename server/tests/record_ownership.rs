@@ -3,8 +3,8 @@
 //! app, and not with changes crafted to get round the check (joining the visit's
 //! visitors, replacing the visit's map with one recorded under m2's id, or creating
 //! another record at its key concurrently), nor replace m1's issue with one raised by m2,
-//! nor change or replace the issue's comments, nor add one or raise an issue under m1's
-//! name.
+//! nor change or replace the issue's comments, nor add one, raise an issue or delete a
+//! visit under m1's name, nor change who created the household.
 //! Each such change is quarantined with its reason, and m1's records stay as m1 wrote
 //! them, on the server and on every phone. What members may do still merges: m2 edits a
 //! visit m1 recorded with m2 among its visitors, comments on m1's issue and moves it on,
@@ -195,12 +195,29 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     let outcome = push(&district, &token, &position, &h, &last_change(&mut doc));
     assert_held(outcome, "an issue raised under m1's name", "must be raised under your own id");
 
+    // Deleting the shared visit (m2 took part) under m1's name; rewriting who created
+    // the household.
+    let mut doc = forger(&saved, ActorId::random());
+    let record = map(&doc, &map(&doc, &ROOT, "visits"), &shared.id);
+    let deleted = doc.put_object(&record, "deleted", ObjType::Map).unwrap();
+    doc.put(&deleted, "member", "m1").unwrap();
+    doc.put(&deleted, "device", "d-forged").unwrap();
+    doc.put(&deleted, "at", 5_000_i64).unwrap();
+    let outcome = push(&district, &token, &position, &h, &last_change(&mut doc));
+    assert_held(outcome, "a deletion under m1's name", "must be deleted under your own id");
+
+    let mut doc = forger(&saved, ActorId::random());
+    let created = map(&doc, &map(&doc, &ROOT, "household"), "created");
+    doc.put(&created, "member", "m2").unwrap();
+    let outcome = push(&district, &token, &position, &h, &last_change(&mut doc));
+    assert_held(outcome, "who created the household", "members cannot change household created");
+
     // m1 still edits the visit m1 recorded.
     let own = VisitUpdate { notes: Some("m1 补充的记录".into()), ..Default::default() };
     p1.replica.update_visit(&visit.id, &own).unwrap();
     let r = p1.sync(&district.server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (1, 0), "{r:?}");
-    assert_eq!(admin.quarantine(Some("held")).len(), 10);
+    assert_eq!(admin.quarantine(Some("held")).len(), 12);
 
     // m1's records stay as m1 wrote them: on a new phone, and in the read API.
     let p3 = district.phone("p3", "m1");
@@ -208,7 +225,8 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     let seen = p3.replica.visit(&visit.id).unwrap();
     assert_eq!((seen.notes.as_str(), seen.recorded.member_id.as_str()), ("m1 补充的记录", "m1"));
     assert_eq!(seen.visitors, vec!["m1".to_string()]);
-    assert_eq!(p3.replica.visit(&shared.id).unwrap().notes, "m2 补充的共同走访记录");
+    let joint_seen = p3.replica.visit(&shared.id).unwrap();
+    assert_eq!((joint_seen.notes.as_str(), joint_seen.deleted), ("m2 补充的共同走访记录", None));
     let seen = p3.replica.issue(&issue.id).unwrap();
     assert_eq!((seen.title.as_str(), seen.raised.member_id.as_str()), ("m1 提出的问题", "m1"));
     let comments: Vec<(&str, &str)> = seen.comments.iter().map(|c| (c.text.as_str(), c.by.member_id.as_str())).collect();
