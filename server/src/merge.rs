@@ -535,7 +535,7 @@ impl Merging {
             if let Err(e) = self.doc.apply_verified(change.clone()) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
-            check_change(&mut self.doc, change, &before, member)
+            check_change(&mut self.doc, change, member)
         })
         .unwrap_or_else(|what| {
             Err(format!(

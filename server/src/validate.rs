@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use automerge::{Change, ChangeHash};
+use automerge::Change;
 use doorstep_core::document::{check_date, HouseholdDocument, Scope, View};
 use doorstep_core::{Issue, IssueStatus, Stamp};
 
@@ -22,6 +22,8 @@ const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "communit
 struct Wrote {
     /// The record's key itself (`["visits", id]`): a new record, or one replaced.
     key: bool,
+    /// Replacing what the key held (the operation there names predecessors).
+    replaced: bool,
     /// Its `recorded` / `raised` stamp.
     stamp: bool,
     /// A visit's `visitors`.
@@ -31,24 +33,23 @@ struct Wrote {
     /// An issue's `transitions` or `comments` map itself.
     lists: bool,
     /// Its status moves and comments: (`transitions` or `comments`, key) -> whether the
-    /// change wrote that key itself.
-    entries: BTreeMap<(String, String), bool>,
+    /// change wrote that key itself, and whether it replaced what the key held.
+    entries: BTreeMap<(String, String), (bool, bool)>,
 }
 
-/// Check `change`, already applied to `doc`, whose heads were `before` until then. On
-/// success, the records it touched and, unless that is the whole document, their
-/// projection: each record is read once, for the checks and for the store.
+/// Check `change`, already applied to `doc`. On success, the records it touched and,
+/// unless that is the whole document, their projection: each record is read once, for
+/// the checks and for the store.
 pub fn check_change(
     doc: &mut HouseholdDocument,
     change: &Change,
-    before: &[ChangeHash],
     member: &Member,
 ) -> Result<(Scope, Option<View>), String> {
     let is_member = member.role == Role::Member;
     let mut household = false;
     let mut visits: BTreeMap<String, Wrote> = BTreeMap::new();
     let mut issues: BTreeMap<String, Wrote> = BTreeMap::new();
-    for path in doc.paths_written_by(change) {
+    for (path, replaced) in doc.paths_written_by(change) {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         match p.as_slice() {
             ["household", field, ..] => {
@@ -59,8 +60,8 @@ pub fn check_change(
                 }
                 household = true;
             }
-            ["visits", id, rest @ ..] => visits.entry(id.to_string()).or_default().note(rest, "recorded"),
-            ["issues", id, rest @ ..] => issues.entry(id.to_string()).or_default().note(rest, "raised"),
+            ["visits", id, rest @ ..] => visits.entry(id.to_string()).or_default().note(rest, replaced, "recorded"),
+            ["issues", id, rest @ ..] => issues.entry(id.to_string()).or_default().note(rest, replaced, "raised"),
             [] | ["household"] | ["visits"] | ["issues"] | ["schema_version"] | ["?", ..] if is_member => {
                 return Err("党员不能创建或替换住户文档 / members cannot create or replace a household document".into());
             }
@@ -88,7 +89,7 @@ pub fn check_change(
         // A member's change makes a record only at a key that held nothing before it.
         let created = is_member && wrote.key;
         if created {
-            refuse_replacing(doc, ("visits", id), before, ("走访记录", "visit"))?;
+            refuse_replacing(doc, change, ("visits", id), wrote.replaced, ("走访记录", "visit"))?;
         }
         if is_member && wrote.stamp && !created {
             return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
@@ -126,7 +127,7 @@ pub fn check_change(
     for (id, wrote) in &issues {
         let created = is_member && wrote.key;
         if created {
-            refuse_replacing(doc, ("issues", id), before, ("问题记录", "issue"))?;
+            refuse_replacing(doc, change, ("issues", id), wrote.replaced, ("问题记录", "issue"))?;
         }
         if is_member && wrote.stamp && !created {
             return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
@@ -138,7 +139,7 @@ pub fn check_change(
             if created && issue.raised.member_id != member.id {
                 return Err(format!("问题必须以本人名义提出 / issue {id} must be raised under your own id"));
             }
-            check_history(doc, id, wrote, before, issue, &member.id)?;
+            check_history(doc, change, id, wrote, issue, &member.id)?;
             if wrote.deleted {
                 deleted_by_self(issue.deleted.as_ref(), &member.id, ("问题", "issue"), id)?;
             }
@@ -166,15 +167,18 @@ pub fn check_change(
 
 impl Wrote {
     /// Take one path the change wrote under the record (`rest`, after its id).
-    fn note(&mut self, rest: &[&str], stamp: &str) {
+    fn note(&mut self, rest: &[&str], replaced: bool, stamp: &str) {
         match rest {
-            [] => self.key = true,
+            [] => (self.key, self.replaced) = (true, self.replaced || replaced),
             [field, ..] if *field == stamp => self.stamp = true,
             ["visitors", ..] => self.visitors = true,
             ["deleted", ..] => self.deleted = true,
             ["transitions" | "comments"] => self.lists = true,
             [list @ ("transitions" | "comments"), entry, more @ ..] => {
-                *self.entries.entry((list.to_string(), entry.to_string())).or_default() |= more.is_empty();
+                let (key, replacing) = self.entries.entry((list.to_string(), entry.to_string())).or_default();
+                if more.is_empty() {
+                    (*key, *replacing) = (true, *replacing || replaced);
+                }
             }
             _ => {}
         }
@@ -182,15 +186,16 @@ impl Wrote {
 }
 
 /// Refuse a member's change that wrote the key of record `id` under `records` if the key
-/// held a record before the change: one replaced, or made alongside another member's
-/// concurrent one, which Automerge may show in its place. Otherwise the change made it.
+/// held a record: one the change `replaced`, or another made concurrently with it, which
+/// Automerge may show in its place. Otherwise the change made it.
 fn refuse_replacing(
     doc: &HouseholdDocument,
+    change: &Change,
     (records, id): (&str, &str),
-    before: &[ChangeHash],
+    replaced: bool,
     (zh, en): (&str, &str),
 ) -> Result<(), String> {
-    if doc.held_at(&[records, id], before) {
+    if replaced || doc.shows_others_at(&[records, id], change) {
         return Err(format!("该{zh}已存在，不能替换 / {en} {id} already holds a record, which cannot be replaced"));
     }
     Ok(())
@@ -200,9 +205,9 @@ fn refuse_replacing(
 /// and changes none once made: they are the issue's history.
 fn check_history(
     doc: &HouseholdDocument,
+    change: &Change,
     id: &str,
     wrote: &Wrote,
-    before: &[ChangeHash],
     issue: &Issue,
     member_id: &str,
 ) -> Result<(), String> {
@@ -212,8 +217,8 @@ fn check_history(
     if wrote.lists && !wrote.key {
         return Err(changed());
     }
-    for ((list, entry), key) in &wrote.entries {
-        if !key || doc.held_at(&["issues", id, list, entry], before) {
+    for ((list, entry), &(key, replaced)) in &wrote.entries {
+        if !key || replaced || doc.shows_others_at(&["issues", id, list, entry], change) {
             return Err(changed());
         }
         let by = match list.as_str() {

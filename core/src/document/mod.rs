@@ -504,7 +504,7 @@ impl HouseholdDocument {
             .map(|c| {
                 let (member_id, device_id, mut action) = read_note(c.message());
                 if action.split(' ').any(|word| word == RECORD) {
-                    let paths = self.paths_written_by(&c);
+                    let paths: Vec<WrittenPath> = self.paths_written_by(&c).into_keys().collect();
                     let record = record_written(&paths, &self.id);
                     let words: Vec<&str> = action.split(' ').map(|w| if w == RECORD { record } else { w }).collect();
                     action = words.join(" ");

@@ -1,10 +1,11 @@
-//! What a change wrote: the document paths of its operations, and what the document held
-//! before it. The sync server uses this to check a member's change before merging it.
+//! What a change wrote: the document paths of its operations, whether it replaced what
+//! was there, and what else the document shows there. The sync server uses this to check
+//! a member's change before merging it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{Change, ChangeHash, ObjId as ExId, Prop, ReadDoc, Value};
+use automerge::{Change, ObjId as ExId, Prop, ReadDoc};
 
 use super::HouseholdDocument;
 
@@ -18,16 +19,18 @@ const MAX_DEPTH: usize = 32;
 
 impl HouseholdDocument {
     /// The paths written by `change`, which must already be applied to this document,
-    /// each once (a note typed character by character writes its path once).
+    /// each once (a note typed character by character writes its path once), with
+    /// whether an operation there replaced what was there before the change (it names
+    /// predecessors the change did not make).
     /// Operations on objects that are no longer reachable, or whose parents loop, are
     /// reported as `["?"]`.
-    pub fn paths_written_by(&self, change: &Change) -> Vec<WrittenPath> {
+    pub fn paths_written_by(&self, change: &Change) -> BTreeMap<WrittenPath, bool> {
         let expanded = change.decode();
         let start_op = change.start_op().get();
         // Where each object sits. An object this change made under a map key sits where
         // it was made: no need to look it up in the document.
         let mut object_paths: HashMap<ObjectId, Option<WrittenPath>> = HashMap::new();
-        let mut out = BTreeSet::new();
+        let mut out = BTreeMap::new();
         for (i, op) in expanded.operations.iter().enumerate() {
             let base = match object_paths.get(&op.obj) {
                 Some(base) => base.clone(),
@@ -49,9 +52,11 @@ impl HouseholdDocument {
                 }
                 (Some(path), Key::Seq(_)) => path,
             };
-            out.insert(path);
+            // Predecessors made by this change itself replace nothing that was there.
+            let ours = |id: &OpId| id.actor() == change.actor_id() && id.counter() >= start_op;
+            *out.entry(path).or_default() |= op.pred.iter().any(|id| !ours(id));
         }
-        out.into_iter().collect()
+        out
     }
 
     fn object_path(&self, obj: &ObjectId) -> Option<WrittenPath> {
@@ -78,19 +83,20 @@ impl HouseholdDocument {
         Some(path)
     }
 
-    /// Whether the document held something at `path` (e.g. `["visits", id]`) when its
-    /// heads were `heads`: a change that writes a record's key makes that record only if
-    /// nothing was there before it.
-    pub fn held_at(&self, path: &[&str], heads: &[ChangeHash]) -> bool {
-        let mut obj = ExId::Root;
-        for (i, key) in path.iter().enumerate() {
-            match self.doc.get_at(&obj, *key, heads) {
-                Ok(Some(_)) if i + 1 == path.len() => return true,
-                Ok(Some((Value::Object(_), id))) => obj = id,
-                _ => return false,
+    /// Whether the document, with `change` applied, shows at `path` (e.g. `["visits",
+    /// id]`) a value that `change` did not make: one made concurrently with it elsewhere.
+    pub fn shows_others_at(&self, path: &[&str], change: &Change) -> bool {
+        let Some((key, parents)) = path.split_last() else { return false };
+        let Some(parent) = Self::map_at(&self.doc, parents) else { return false };
+        let made_by_change = |id: &ExId| match id {
+            ExId::Id(counter, actor, _) => {
+                actor == change.actor_id()
+                    && *counter >= change.start_op().get()
+                    && *counter < change.start_op().get() + change.len() as u64
             }
-        }
-        false
+            ExId::Root => false,
+        };
+        self.doc.get_all(&parent, *key).is_ok_and(|values| values.iter().any(|(_, id)| !made_by_change(id)))
     }
 }
 
@@ -120,6 +126,6 @@ mod tests {
         let (done, paths) = std::sync::mpsc::channel();
         std::thread::spawn(move || done.send(doc.paths_written_by(&change)));
         let paths = paths.recv_timeout(std::time::Duration::from_secs(10)).expect("the walk up ends");
-        assert_eq!(paths, vec![vec!["?".to_string()]]);
+        assert_eq!(paths.into_keys().collect::<Vec<_>>(), vec![vec!["?".to_string()]]);
     }
 }
