@@ -361,12 +361,12 @@ impl HouseholdDocument {
         if !self.follows_its_actor(&change) {
             return Err(Error::invalid("它与同一设备此前的变更不衔接", "it does not follow its device's previous change"));
         }
-        let before = self.heads();
         let hash = change.hash();
         self.doc.apply_changes([change]).map_err(|e| Error::invalid(e.to_string(), e.to_string()))?;
         self.doc.reset_diff_cursor();
-        let held = self.doc.get_changes(&before);
-        if held.len() != 1 || held[0].hash() != hash {
+        // Rebuilt by its hash alone: its dependencies were all here, so it is the only
+        // change applied (nothing waited for it).
+        if self.doc.get_change_by_hash(&hash).is_none_or(|rebuilt| rebuilt.hash() != hash) {
             return Err(Error::invalid("其中的操作与文档不符", "its operations do not fit the document"));
         }
         Ok(())
