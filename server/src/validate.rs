@@ -22,7 +22,8 @@ const COORDINATOR_FIELDS: &[&str] = &["assigned_members", "branch_id", "communit
 struct Wrote {
     /// The record's key itself (`["visits", id]`): a new record, or one replaced.
     key: bool,
-    /// Replacing what the key held (the operation there names predecessors).
+    /// Replacing what the key held before the change (the operation there names
+    /// predecessors the change did not make).
     replaced: bool,
     /// Its `recorded` / `raised` stamp.
     stamp: bool,
