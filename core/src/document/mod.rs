@@ -20,10 +20,10 @@ mod written;
 pub use view::{Scope, View};
 pub use written::WrittenPath;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{ActorId, AutoCommit, AutomergeError, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use autosurgeon::reconcile_prop;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -358,11 +358,16 @@ impl HouseholdDocument {
                 format!("it depends on {missing}, which is not here"),
             ));
         }
+        let not_following = || Error::invalid("它与同一设备此前的变更不衔接", "it does not follow its device's previous change");
         if !self.follows_its_actor(&change) {
-            return Err(Error::invalid("它与同一设备此前的变更不衔接", "it does not follow its device's previous change"));
+            return Err(not_following());
         }
         let hash = change.hash();
-        self.doc.apply_changes([change]).map_err(|e| Error::invalid(e.to_string(), e.to_string()))?;
+        self.doc.apply_changes([change]).map_err(|e| match e {
+            // Its sequence number is taken here (Automerge checks before applying anything).
+            AutomergeError::DuplicateSeqNumber(..) => not_following(),
+            e => Error::invalid(e.to_string(), e.to_string()),
+        })?;
         self.doc.reset_diff_cursor();
         // Rebuilt by its hash alone: its dependencies were all here, so it is the only
         // change applied (nothing waited for it).
@@ -372,26 +377,34 @@ impl HouseholdDocument {
         Ok(())
     }
 
-    /// Whether `change` is the next of its actor's changes here: sequence number 1 from a
-    /// new actor, or one more than the actor's last change, which it depends on (directly
-    /// or through others) and whose operation numbers it comes after.
+    /// Whether `change` may be the next of its actor's changes here: sequence number 1,
+    /// or one more than a change of the same actor that it depends on (directly or through
+    /// others) and whose operation numbers it comes after. Looked up from the change's
+    /// dependencies, not over the whole history: every actor's changes here run from 1
+    /// without a gap (each pushed one passed this check), so a sequence number already
+    /// taken, the one way left not to follow, is refused by Automerge as a duplicate.
     fn follows_its_actor(&mut self, change: &Change) -> bool {
-        let metas = self.doc.get_changes_meta(&[]);
-        let last = metas.iter().filter(|m| *m.actor == *change.actor_id()).max_by_key(|m| m.seq);
-        let Some(last) = last else { return change.seq() == 1 };
-        if change.seq() != last.seq + 1 || change.start_op().get() <= last.max_op {
-            return false;
+        match change.seq() {
+            0 => return false,
+            1 => return true,
+            _ => {}
         }
-        let deps: HashMap<ChangeHash, &[ChangeHash]> = metas.iter().map(|m| (m.hash, m.deps.as_slice())).collect();
+        let previous = change.seq() - 1;
         let mut seen = HashSet::new();
         let mut next: Vec<ChangeHash> = change.deps().to_vec();
         while let Some(hash) = next.pop() {
-            if hash == last.hash {
-                return true;
+            if !seen.insert(hash) {
+                continue;
             }
-            if seen.insert(hash) {
-                next.extend(deps.get(&hash).copied().unwrap_or_default());
+            let Some(meta) = self.doc.get_change_meta_by_hash(&hash) else { continue };
+            if *meta.actor != *change.actor_id() {
+                next.extend(meta.deps);
+            } else if meta.seq == previous {
+                return change.start_op().get() > meta.max_op;
+            } else if meta.seq > previous {
+                return false;
             }
+            // An earlier change of the actor: its previous one is not behind it.
         }
         false
     }
@@ -1084,6 +1097,41 @@ mod tests {
         let saved = server.save();
         let reloaded = HouseholdDocument::load(server.id(), &saved, &ActorId::random()).unwrap();
         assert_eq!(reloaded.visits().unwrap().len(), 2, "both visits, and the document loads again");
+    }
+
+    #[test]
+    fn a_device_follows_its_previous_change_through_changes_of_others() {
+        let author = author();
+        let (mut server, saved, mut phone) = server_and_phone();
+        let id = phone.id().to_string();
+        let base = phone.heads();
+        phone.record_visit(&author, 2_000, &visit(&id, "第一次")).unwrap();
+        let c1 = phone.changes_since(&base).remove(0);
+        server.apply_verified(c1.clone()).unwrap();
+        // Another phone's change on top of it, which the first phone merges before its next.
+        let mut other = HouseholdDocument::load(&id, &saved, &ActorId::random()).unwrap();
+        other.apply(vec![c1.clone()]).unwrap();
+        let before = other.heads();
+        other.record_visit(&author, 3_000, &visit(&id, "另一台手机")).unwrap();
+        let by_other = other.changes_since(&before).remove(0);
+        server.apply_verified(by_other.clone()).unwrap();
+        phone.apply(vec![by_other.clone()]).unwrap();
+        let before = phone.heads();
+        phone.record_visit(&author, 4_000, &visit(&id, "第二次")).unwrap();
+        let c2 = phone.changes_since(&before).remove(0);
+        // Automerge names a device's previous change among the dependencies; a change
+        // may also reach it only through another's (it is the same history).
+        assert!(c2.deps().contains(&c1.hash()) && c2.deps().contains(&by_other.hash()), "{:?}", c2.deps());
+        let through_other = reencoded(&c2, |c| c.deps = vec![by_other.hash()]);
+
+        // A sequence number skipped behind the same dependencies: refused, nothing applied.
+        let heads = server.heads();
+        let skipped = reencoded(&through_other, |c| c.seq = 3);
+        let error = server.apply_verified(skipped).unwrap_err().to_string();
+        assert!(error.contains("does not follow"), "{error}");
+        assert_eq!(server.heads(), heads);
+        server.apply_verified(through_other).unwrap();
+        assert_eq!(server.visits().unwrap().len(), 3);
     }
 
     #[test]
