@@ -196,10 +196,16 @@ fn refuse_replacing(
     replaced: bool,
     (zh, en): (&str, &str),
 ) -> Result<(), String> {
-    if replaced || doc.shows_others_at(&[records, id], change) {
+    if found_there(doc, change, &[records, id], replaced) {
         return Err(format!("该{zh}已存在，不能替换 / {en} {id} already holds a record, which cannot be replaced"));
     }
     Ok(())
+}
+
+/// Whether a change that wrote the key at `path` found something there: a value it
+/// `replaced` (from `paths_written_by`), or one made concurrently that the key still shows.
+fn found_there(doc: &HouseholdDocument, change: &Change, path: &[&str], replaced: bool) -> bool {
+    replaced || doc.shows_others_at(path, change)
 }
 
 /// A member adds status moves and comments to an issue, each under the member's own id,
@@ -219,7 +225,7 @@ fn check_history(
         return Err(changed());
     }
     for ((list, entry), &(key, replaced)) in &wrote.entries {
-        if !key || replaced || doc.shows_others_at(&["issues", id, list, entry], change) {
+        if !key || found_there(doc, change, &["issues", id, list, entry], replaced) {
             return Err(changed());
         }
         let by = match list.as_str() {

@@ -24,18 +24,6 @@ use support::*;
 /// Altered changes pushed, one request each.
 const ALTERED: usize = 300;
 
-/// A new device of `member` syncs for the first time (protocol level): its token, the
-/// answer, and `household` as it received it whole.
-fn first_sync(district: &District, member: &str, household: &str) -> (String, SyncResponse, HouseholdDocument) {
-    let (_, token) = district.admin().device(member);
-    let (status, body) = raw_sync_bytes(&district.server.url, Some(&token), protocol::encode(&empty_sync_request()));
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer = SyncResponse::decode(&body, 64 << 20).expect("a sync answer");
-    let whole = answer.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
-    let (doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household).expect("the household, whole");
-    (token, answer, doc)
-}
-
 /// The household as a new phone of `member` receives it, saved and loaded again as a
 /// replica does when it compacts (Automerge rebuilds every change from its operations):
 /// the hashes of the changes the saved copy holds.

@@ -18,15 +18,10 @@ use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncR
 use doorstep_core::{IssueStatus, VisitUpdate};
 use support::*;
 
-/// A device of `member` asks for everything (protocol level): its token, its position,
-/// and `household` as it received it, as a plain Automerge document.
+/// A new device of `member` asks for everything (protocol level): its token, its
+/// position, and `household` as it received it, saved.
 fn household_as_received(district: &District, member: &str, household: &str) -> (String, Position, Vec<u8>) {
-    let (_, token) = district.admin().device(member);
-    let (status, body) = raw_sync_bytes(&district.server.url, Some(&token), protocol::encode(&empty_sync_request()));
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer = SyncResponse::decode(&body, 64 << 20).expect("a sync answer");
-    let whole = answer.whole.as_ref().expect("whole documents").load(&ActorId::random()).expect("they load");
-    let (mut doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household).expect("the household, whole");
+    let (token, answer, mut doc) = first_sync(district, member, household);
     (token, answer.position, doc.save())
 }
 

@@ -494,3 +494,15 @@ pub fn raw_sync_bytes(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Ve
 pub fn empty_sync_request() -> doorstep_core::sync::protocol::SyncRequest {
     doorstep_core::sync::protocol::SyncRequest::new(None, vec![])
 }
+
+/// A new device of `member` syncs for the first time (protocol level): its token, the
+/// answer, and `household` as it received it whole.
+pub fn first_sync(district: &District, member: &str, household: &str) -> (String, doorstep_core::sync::protocol::SyncResponse, doorstep_core::HouseholdDocument) {
+    let (_, token) = district.admin().device(member);
+    let (status, body) = raw_sync_bytes(&district.server.url, Some(&token), doorstep_core::sync::protocol::encode(&empty_sync_request()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = doorstep_core::sync::protocol::SyncResponse::decode(&body, 64 << 20).expect("a sync answer");
+    let whole = answer.whole.as_ref().expect("whole documents").load(&automerge::ActorId::random()).expect("they load");
+    let (doc, _) = whole.into_iter().find(|(doc, _)| doc.id() == household).expect("the household, whole");
+    (token, answer, doc)
+}

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{Change, ObjId as ExId, Prop, ReadDoc};
+use automerge::{ActorId, Change, ObjId as ExId, Prop, ReadDoc};
 
 use super::HouseholdDocument;
 
@@ -53,8 +53,7 @@ impl HouseholdDocument {
                 (Some(path), Key::Seq(_)) => path,
             };
             // Predecessors made by this change itself replace nothing that was there.
-            let ours = |id: &OpId| id.actor() == change.actor_id() && id.counter() >= start_op;
-            *out.entry(path).or_default() |= op.pred.iter().any(|id| !ours(id));
+            *out.entry(path).or_default() |= op.pred.iter().any(|id| !made_by(change, id.actor(), id.counter()));
         }
         out
     }
@@ -88,16 +87,15 @@ impl HouseholdDocument {
     pub fn shows_others_at(&self, path: &[&str], change: &Change) -> bool {
         let Some((key, parents)) = path.split_last() else { return false };
         let Some(parent) = Self::map_at(&self.doc, parents) else { return false };
-        let made_by_change = |id: &ExId| match id {
-            ExId::Id(counter, actor, _) => {
-                actor == change.actor_id()
-                    && *counter >= change.start_op().get()
-                    && *counter < change.start_op().get() + change.len() as u64
-            }
-            ExId::Root => false,
-        };
+        let made_by_change = |id: &ExId| matches!(id, ExId::Id(counter, actor, _) if made_by(change, actor, *counter));
         self.doc.get_all(&parent, *key).is_ok_and(|values| values.iter().any(|(_, id)| !made_by_change(id)))
     }
+}
+
+/// Whether the operation numbered `counter` of `actor` is one of `change`'s.
+fn made_by(change: &Change, actor: &ActorId, counter: u64) -> bool {
+    let start = change.start_op().get();
+    actor == change.actor_id() && (start..start + change.len() as u64).contains(&counter)
 }
 
 #[cfg(test)]
