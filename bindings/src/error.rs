@@ -21,6 +21,10 @@ pub enum DoorstepError {
     /// The input is not acceptable; nothing was changed.
     #[error("{0}")]
     InvalidInput(String),
+    /// The member may not make this change (another member's visit, a household's
+    /// assignment...); nothing was changed.
+    #[error("{0}")]
+    NotAllowed(String),
     /// The problem cannot move from its current status to the requested one.
     #[error("{0}")]
     InvalidTransition(String),
@@ -46,6 +50,7 @@ impl From<CoreError> for DoorstepError {
         match e {
             CoreError::NotFound { .. } => Self::NotFound(message),
             CoreError::InvalidInput { .. } => Self::InvalidInput(message),
+            CoreError::NotAllowed { .. } => Self::NotAllowed(message),
             CoreError::InvalidTransition { .. } => Self::InvalidTransition(message),
             CoreError::CorruptHousehold { .. } => Self::CorruptHousehold(message),
             CoreError::Network { .. } => Self::Network(message),

@@ -72,6 +72,27 @@ macro_rules! string_enum {
 
 // ----- enumerations -------------------------------------------------------------------
 
+/// What the member may see and do, as the server said at the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum Role {
+    /// Records visits and problems for the households fixed to them.
+    Member,
+    /// Sees and routes everything in some branches and/or communities.
+    Coordinator,
+    /// Manages the organisation; sees everything.
+    Admin,
+}
+
+impl From<dc::Role> for Role {
+    fn from(role: dc::Role) -> Self {
+        match role {
+            dc::Role::Member => Role::Member,
+            dc::Role::Coordinator => Role::Coordinator,
+            dc::Role::Admin => Role::Admin,
+        }
+    }
+}
+
 string_enum!(
     /// Household-registration (户籍) status of a student, which decides the enrolment category.
     HukouStatus { Local, NonLocal, PolicyCare, Unknown }

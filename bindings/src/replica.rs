@@ -57,6 +57,13 @@ impl Replica {
         self.core.device_id()
     }
 
+    /// The member's role as the server said at the last sync; none before the first. Once
+    /// it is known, a member's own edits that the server would refuse (another member's
+    /// visit, a household's assignment) fail at once with `NotAllowed`, and nothing is kept.
+    pub fn role(&self) -> Option<Role> {
+        self.core.role().map(Role::from)
+    }
+
     // ----- households -------------------------------------------------------------
 
     /// Create a household (coordinators and the server do this; members receive them).

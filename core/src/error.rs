@@ -12,6 +12,10 @@ pub enum Error {
     /// The input is not acceptable; nothing was changed.
     #[error("输入无效：{reason_zh} / invalid input: {reason}")]
     InvalidInput { reason: String, reason_zh: String },
+    /// The member may not make this change (another member's visit, a household's
+    /// assignment...); nothing was changed. The reason is in Chinese and English.
+    #[error("{reason}")]
+    NotAllowed { reason: String },
     /// The problem cannot move from its current status to the requested one.
     #[error("问题状态不能从“{from}”改为“{to}” / an issue cannot move from {from} to {to}")]
     InvalidTransition { from: String, to: String },

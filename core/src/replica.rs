@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{ActorId, Change, ChangeHash};
 
-use crate::document::{decode_change, Author, HouseholdDocument, Scope, View};
+use crate::document::{decode_change, rules, Author, HouseholdDocument, Scope, View};
 use crate::error::{Error, Result};
 use crate::exchange::{HouseholdChanges, HouseholdHeads, ImportReport};
 use crate::listener::{ChangeEvent, ChangeListener, ChangeOrigin, Listeners, Subscription};
@@ -42,7 +42,13 @@ pub(crate) struct Inner {
     pub(crate) author: Author,
     pub(crate) actor: ActorId,
     pub(crate) cache: HashMap<String, HouseholdDocument>,
+    /// The member's role as the server last said (`ROLE_KEY`); `None` before the first
+    /// sync.
+    pub(crate) role: Option<Role>,
 }
+
+/// Where the member's role, as the server last said, is kept in the replica's meta.
+pub(crate) const ROLE_KEY: &str = "role";
 
 impl Inner {
     /// Take a household's document out of the cache (or load it). Put it back with
@@ -69,6 +75,17 @@ impl Inner {
         let out = f(&mut doc);
         self.keep(doc);
         out
+    }
+
+    /// Check the replica's own new `changes`, already in `doc`, by the rules the server
+    /// will check them by (`document::rules`), for the member's role. Before the first
+    /// sync the role is unknown, and the server checks alone.
+    fn check_own(&self, doc: &mut HouseholdDocument, changes: &[Change]) -> Result<()> {
+        let Some(role) = self.role else { return Ok(()) };
+        for change in changes {
+            rules::check_change(doc, change, &self.author.member_id, role).map_err(|reason| Error::NotAllowed { reason })?;
+        }
+        Ok(())
     }
 
     fn household_of(&self, table: RecordTable, id: &str) -> Result<String> {
@@ -131,7 +148,8 @@ impl Replica {
             }
         };
         let author = Author { member_id: member_id.to_string(), device_id: device_id.to_string() };
-        let mut inner = Inner { store, author, actor, cache: HashMap::new() };
+        let role = store.meta(ROLE_KEY)?.as_deref().and_then(Role::parse);
+        let mut inner = Inner { store, author, actor, cache: HashMap::new(), role };
         if inner.store.meta("rebuild_projections")?.is_some() {
             Self::rebuild_projections(&mut inner)?;
         }
@@ -175,8 +193,16 @@ impl Replica {
         self.lock().author.device_id.clone()
     }
 
+    /// The member's role as the server said at the last sync; `None` before the first.
+    /// A member's own edits are checked by the member's rules before they are kept.
+    pub fn role(&self) -> Option<Role> {
+        self.lock().role
+    }
+
     /// Run one edit on a household's document and make it durable before returning.
     /// `scope` names the records the edit touched, whose projection rows are rewritten.
+    /// An edit the member's rules refuse is dropped with the reason (`Error::NotAllowed`):
+    /// nothing is kept, nothing waits for the server.
     fn edit<T>(
         &self,
         household_id: &str,
@@ -200,9 +226,11 @@ impl Replica {
                 inner.keep(doc);
                 return Ok(out);
             }
+            let changes = doc.changes_since(&before);
+            inner.check_own(&mut doc, &changes)?;
             let increment = doc.save_after(&before);
             let view = doc.view(&scope(&out))?;
-            let outgoing = outbox_entries(doc.changes_since(&before));
+            let outgoing = outbox_entries(changes);
             let tx = inner.store.transaction()?;
             tx.save_document(&mut doc, &increment, &view)?;
             tx.add_to_outbox(household_id, &outgoing)?;
@@ -223,9 +251,11 @@ impl Replica {
             let mut inner = self.lock();
             let author = inner.author.clone();
             let mut doc = HouseholdDocument::create(&inner.actor, &author, now_ms(), new)?;
+            let changes = doc.changes_since(&[]);
+            inner.check_own(&mut doc, &changes)?;
             let bytes = doc.save();
             let view = doc.view(&Scope::Everything)?;
-            let outgoing = outbox_entries(doc.changes_since(&[]));
+            let outgoing = outbox_entries(changes);
             let tx = inner.store.transaction()?;
             tx.save_document(&mut doc, &bytes, &view)?;
             tx.add_to_outbox(doc.id(), &outgoing)?;

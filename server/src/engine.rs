@@ -695,6 +695,7 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         reconcile_needed: false,
         whole: None,
         server_heads: Vec::new(),
+        role: member.role,
     };
     let mut whole = Whole::default();
 

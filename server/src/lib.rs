@@ -2,8 +2,8 @@
 //!
 //! - [`engine`]: every write, on one thread: sync (push, validate, quarantine, pull),
 //!   admin actions; group commit. [`writer`] is its async handle.
-//! - [`merge`]: pushed changes checked and merged household by household, in parallel.
-//! - [`validate`]: checks a member's change before it is merged.
+//! - [`merge`]: pushed changes checked (by the core's `document::rules`, the rules phones
+//!   also check) and merged household by household, in parallel.
 //! - [`store`]: storage traits, free of SQL; [`store::sqlite`] the embedded store.
 //! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API; [`readers`]
 //!   the threads that read the store for them.
@@ -25,7 +25,6 @@ pub mod org;
 pub mod read_api;
 pub mod readers;
 pub mod store;
-pub mod validate;
 pub mod writer;
 
 use std::sync::Arc;

@@ -27,7 +27,7 @@ use crate::engine::{now_ms, recheck_dependents, Documents, Held};
 use crate::error::{Result, ServerError};
 use crate::org::{Member, Role};
 use crate::store::{Compaction, QuarantineStatus, QuarantinedChange, WriteTx};
-use crate::validate::check_change;
+use doorstep_core::document::rules::check_change;
 
 /// Below this many pushed changes in a batch, merging stays on the writer thread.
 const PARALLEL_FROM: usize = 8;
@@ -535,7 +535,7 @@ impl Merging {
             if let Err(e) = self.doc.apply_verified(change.clone()) {
                 return Err(format!("变更无法合并 / the change cannot be merged: {e}"));
             }
-            check_change(&mut self.doc, change, member)
+            check_change(&mut self.doc, change, &member.id, member.role)
         })
         .unwrap_or_else(|what| {
             Err(format!(

@@ -2,36 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a member may see and do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Records visits and problems for the households fixed to them.
-    Member,
-    /// Sees and routes everything in some branches and/or communities.
-    Coordinator,
-    /// Manages the organisation; sees everything.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Coordinator => "coordinator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "member" => Some(Role::Member),
-            "coordinator" => Some(Role::Coordinator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use doorstep_core::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Branch {

@@ -172,14 +172,25 @@ fn every_endpoint_by_every_role_in_and_out_of_scope() {
     let v3 = p2.replica.record_visit(&new_visit(&h3, 4_000, "三号走访")).unwrap().id;
     let i1 = p1.replica.raise_issue(&new_issue(&h1, "一号问题")).unwrap().id;
     let i2 = p2.replica.raise_issue(&new_issue(&h2, "二号问题")).unwrap().id;
-    // Two changes members may not make (coordinator fields): quarantined, for the
-    // release and discard endpoints.
-    p1.replica
-        .update_household(&h4, &HouseholdUpdate { community_id: Some("c1".into()), ..Default::default() })
-        .unwrap();
-    p1.replica.update_household(&h5, &HouseholdUpdate { branch_id: Some("b2".into()), ..Default::default() }).unwrap();
     let r1 = p1.sync(&server).unwrap();
-    assert_eq!((r1.accepted, r1.quarantined), (3, 2), "{r1:?}");
+    assert_eq!((r1.accepted, r1.quarantined), (3, 0), "{r1:?}");
+    // Two changes members may not make (coordinator fields), for the release and discard
+    // endpoints. m1's phone, told at its sync that m1 is a member, refuses them. A second
+    // phone of m1 that has not synced yet (it took the households from the first, by
+    // hand) does not know, and makes them: the server holds them.
+    let moves = [
+        (&h4, HouseholdUpdate { community_id: Some("c1".into()), ..Default::default() }),
+        (&h5, HouseholdUpdate { branch_id: Some("b2".into()), ..Default::default() }),
+    ];
+    let second = Phone::new(dir.path(), "m1-second", "m1", admin.device("m1"));
+    for (h, update) in &moves {
+        let refused = p1.replica.update_household(h, update).unwrap_err();
+        assert!(matches!(&refused, Error::NotAllowed { reason } if reason.contains("members cannot change household")));
+        hand_over(&p1, &second, h);
+        second.replica.update_household(h, update).unwrap();
+    }
+    let r = second.sync(&server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 2), "{r:?}");
     p2.sync(&server).unwrap();
     let held = admin.quarantine(Some("held"));
     assert_eq!(held.len(), 2, "{held:?}");

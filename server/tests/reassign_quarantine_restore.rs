@@ -2,9 +2,10 @@
 //! (a) a household reassigned from m1 to m2 reaches m2's next sync and leaves m1's phone
 //!     after m1's pending changes were taken;
 //! (b) quarantine and release: a member's change to a coordinator field is quarantined
-//!     with a reason; the same device's later changes to that household are quarantined
-//!     too ("depends on quarantined change") and are released with it, each checked like a
-//!     fresh push; discarding one discards its dependents, the phone is told and rebuilds
+//!     with a reason (made on a phone behind on the member's role: it still thinks the
+//!     member a coordinator, so it let the change through); the same device's later
+//!     changes to that household are quarantined too ("depends on quarantined change")
+//!     and are released with it, each checked like a fresh push; discarding one discards its dependents, the phone is told and rebuilds
 //!     the household from the server;
 //! (b') one request with valid and invalid changes to the same household: the valid ones
 //!     are merged, the invalid one and what depends on it held;
@@ -93,7 +94,7 @@ fn one_sync_merges_the_valid_changes_to_a_household_and_holds_the_invalid_ones()
     let h = admin.household("王", "c1", "b1", &["m1"]);
     let other = admin.household("李", "c1", "b1", &["m1"]);
     let p1 = district.phone("m1", "m1");
-    p1.sync(server).unwrap();
+    behind_on_role(&admin, &p1, "b1");
 
     let first = p1.replica.record_visit(&new_visit(&h, 1_000, "第一次走访")).unwrap().id;
     let elsewhere = p1.replica.record_visit(&new_visit(&other, 1_500, "另一户")).unwrap().id;
@@ -133,11 +134,12 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     admin.branch("b2");
     let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
     let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
-    p1.sync(server).unwrap();
+    behind_on_role(&admin, &p1, "b1");
     p2.sync(server).unwrap();
 
     // ----- release ------------------------------------------------------------------------
-    // A member moves the household to another community: only coordinators may.
+    // A member moves the household to another community: only coordinators may. (m1's
+    // phone still thinks m1 a coordinator.)
     p1.replica
         .update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
         .unwrap();
@@ -192,7 +194,9 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
 
     // ----- release checks the dependents --------------------------------------------------
     // A dependent that breaks a rule of its own is not merged by the release: it stays
-    // held, now with its own reason.
+    // held, now with its own reason. (The sync told m1's phone that m1 is a member: it
+    // is made to fall behind again.)
+    behind_on_role(&admin, &p1, "b1");
     p1.replica
         .update_household(
             &h,
@@ -228,7 +232,8 @@ fn quarantined_changes_hold_their_dependents_and_release_or_discard_them_togethe
     // Offline: a forbidden edit, then a visit that depends on it; both go in one request.
     // (Not the archive edit again: made in the same second on the rebuilt document, it
     // would be the very change discarded above, the same bytes and hash, and the server
-    // would answer it Discarded again.)
+    // would answer it Discarded again.) The household is in branch b2 now.
+    behind_on_role(&admin, &p1, "b2");
     p1.replica
         .update_household(&h, &HouseholdUpdate { community_id: Some("c1".into()), ..Default::default() })
         .unwrap();
@@ -318,7 +323,9 @@ fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing()
     p1.sync(&server).unwrap();
     p2.sync(&server).unwrap();
     assert!(p1.replica.pending_changes().unwrap().is_empty() && p2.replica.pending_changes().unwrap().is_empty());
-    // And a change quarantined after T (a member may not move a household).
+    // And a change quarantined after T (a member may not move a household; m1's phone,
+    // behind on m1's role, lets it through).
+    behind_on_role(&Admin { server: &server, token: admin_token.clone() }, p1, "b1");
     p1.replica
         .update_household(&own1, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() })
         .unwrap();

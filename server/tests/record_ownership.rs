@@ -1,6 +1,8 @@
 //! Whose records a member may change, real processes. Two members share a household; m1
 //! records a visit and raises an issue. m2 may not rewrite m1's visit: not through the
-//! app, and not with changes crafted to get round the check (joining the visit's
+//! app (m2's phone refuses the edit once a sync told it m2 is a member; before, or after
+//! a change of role it has not heard of, the server holds it), and not with changes
+//! crafted to get round the check (joining the visit's
 //! visitors, replacing the visit's map with one recorded under m2's id, or creating
 //! another record at its key concurrently), nor replace m1's issue with one raised by m2,
 //! nor change or replace the issue's comments, nor add one, raise an issue or delete a
@@ -15,7 +17,7 @@ mod support;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ROOT};
 use doorstep_core::sync::protocol::{self, Outcome, Position, PushedChange, SyncRequest, SyncResponse};
-use doorstep_core::{IssueStatus, VisitUpdate};
+use doorstep_core::{Error, IssueStatus, Role, VisitUpdate};
 use support::*;
 
 /// A new device of `member` asks for everything (protocol level): its token, its
@@ -97,9 +99,10 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     assert_eq!((r.accepted, r.quarantined), (4, 0), "{r:?}");
 
     // Through the app: m2 edits the visit m1 recorded with m2 among its visitors
-    // (merged), then m1's own visit: held, with the reason shown on m2's phone.
+    // (merged); m1's own visit, further down, is refused on m2's phone.
     let p2 = district.phone("p2", "m2");
     p2.sync(&district.server).unwrap();
+    assert_eq!(p2.replica.role(), Some(Role::Member));
     let joint = VisitUpdate { notes: Some("m2 补充的共同走访记录".into()), ..Default::default() };
     p2.replica.update_visit(&shared.id, &joint).unwrap();
     // m2 follows m1's issue up: a comment and a status move, both m2's own.
@@ -108,12 +111,22 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     let r = p2.sync(&district.server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (3, 0), "{r:?}");
     let rewrite = VisitUpdate { notes: Some("m2 改写的记录".into()), ..Default::default() };
-    p2.replica.update_visit(&visit.id, &rewrite).unwrap();
+    let refused = p2.replica.update_visit(&visit.id, &rewrite).unwrap_err();
+    assert_eq!(
+        refused,
+        Error::NotAllowed {
+            reason: format!("不能修改其他党员的走访记录 / cannot change visit {}, recorded by another member", visit.id)
+        }
+    );
+    let refused = p2.replica.set_member_assigned(&h, "m1", false).unwrap_err();
+    assert!(matches!(&refused, Error::NotAllowed { reason } if reason.contains("assigned_members")), "{refused}");
+    assert!(p2.replica.pending_changes().unwrap().is_empty(), "nothing waits for the server");
+    assert_eq!(p2.replica.visit(&visit.id).unwrap().notes, "m1 记录的走访");
+    assert_eq!(p2.replica.household(&h).unwrap().assigned_members.len(), 2);
+    // So nothing holds m2's later changes to the household back.
+    p2.replica.record_visit(&new_visit(&h, 3_000, "m2 自己的走访")).unwrap();
     let r = p2.sync(&district.server).unwrap();
-    assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
-    let pending = p2.replica.pending_changes().unwrap();
-    let reason = pending[0].quarantine_reason.as_deref().unwrap();
-    assert!(reason.contains("recorded by another member"), "{reason}");
+    assert_eq!((r.accepted, r.quarantined), (1, 0), "{r:?}");
 
     // Crafted, each from a new actor, on the household as m2's device received it.
     let (token, position, saved) = household_as_received(&district, "m2", &h);
@@ -212,7 +225,7 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     p1.replica.update_visit(&visit.id, &own).unwrap();
     let r = p1.sync(&district.server).unwrap();
     assert_eq!((r.accepted, r.quarantined), (1, 0), "{r:?}");
-    assert_eq!(admin.quarantine(Some("held")).len(), 12);
+    assert_eq!(admin.quarantine(Some("held")).len(), 11);
 
     // m1's records stay as m1 wrote them: on a new phone, and in the read API.
     let p3 = district.phone("p3", "m1");
@@ -232,5 +245,56 @@ fn a_member_cannot_rewrite_or_replace_another_members_records() {
     let rows = admin.get_ok("/v1/visits?member=m1&community=c1");
     let row = rows.as_array().unwrap().iter().find(|v| v["id"] == visit.id.as_str()).expect("m1's visit");
     assert_eq!((row["recorded_by"].as_str(), &row["visitors"]), (Some("m1"), &serde_json::json!(["m1"])));
+    assert_no_panic(&district.server.log);
+}
+
+/// A phone checks its member's edits by the role the server gave at the last sync. A
+/// coordinator's phone may edit a member's visit; once the admin makes the coordinator a
+/// member, the edit the phone still allowed offline is held by the server, with its reason
+/// on the phone, and the phone, now knowing, refuses the next one itself.
+#[test]
+fn a_phone_checks_edits_by_the_role_the_server_gave_at_the_last_sync() {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    admin.coordinator("sec", &["b1"], &[]);
+    let h = admin.household("共", "c1", "b1", &["m1"]);
+    let p1 = district.phone("p1", "m1");
+    p1.sync(&district.server).unwrap();
+    let visit = p1.replica.record_visit(&new_visit(&h, 1_000, "m1 记录的走访")).unwrap();
+    assert_eq!(p1.sync(&district.server).unwrap().accepted, 1);
+
+    let sec = district.phone("sec", "sec");
+    assert_eq!(sec.replica.role(), None, "unknown before the first sync");
+    sec.sync(&district.server).unwrap();
+    assert_eq!(sec.replica.role(), Some(Role::Coordinator));
+    let edit = |notes: &str| VisitUpdate { notes: Some(notes.into()), ..Default::default() };
+    sec.replica.update_visit(&visit.id, &edit("书记补充的记录")).unwrap();
+    let r = sec.sync(&district.server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (1, 0), "a coordinator may: {r:?}");
+
+    // The admin makes sec a member; sec's phone, offline, has not heard.
+    admin.ok("/v1/admin/members", serde_json::json!({"id": "sec", "name": "sec", "role": "member", "branch_id": "b1"}));
+    admin.assign(&h, "sec", true);
+    sec.replica.update_visit(&visit.id, &edit("离线时的修改")).unwrap();
+    let r = sec.sync(&district.server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 1), "{r:?}");
+    let pending = sec.replica.pending_changes().unwrap();
+    let reason = pending[0].quarantine_reason.as_deref().unwrap();
+    assert!(reason.contains("recorded by another member"), "{reason}");
+    assert_eq!(sec.replica.role(), Some(Role::Member));
+
+    let refused = sec.replica.update_visit(&visit.id, &edit("再次修改")).unwrap_err();
+    assert!(matches!(&refused, Error::NotAllowed { reason } if reason.contains("recorded by another member")), "{refused}");
+    assert_eq!(sec.replica.pending_changes().unwrap().len(), 1, "only the held edit waits");
+    // The phone still knows once the app restarts.
+    let Phone { replica, device_id, .. } = sec;
+    drop(replica);
+    let reopened = doorstep_core::Replica::open(district.dir.path().join("sec.sqlite3"), "sec", &device_id).unwrap();
+    assert_eq!(reopened.role(), Some(Role::Member));
+    assert!(reopened.update_visit(&visit.id, &edit("重启后的修改")).is_err());
+
+    p1.sync(&district.server).unwrap();
+    assert_eq!(p1.replica.visit(&visit.id).unwrap().notes, "书记补充的记录");
     assert_no_panic(&district.server.log);
 }

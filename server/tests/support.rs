@@ -463,6 +463,18 @@ pub fn new_issue(household: &str, title: &str) -> doorstep_core::NewIssue {
 
 /// Hand a household's document from one phone to another outside the server (a peer
 /// exchange), as a phone that was never given it might obtain it.
+/// Make `phone` behind on its member's role: the member becomes a coordinator of `branch`,
+/// the phone syncs and hears it, and the member is made a member of `branch` again. Not
+/// having heard that, the phone lets the member make changes only coordinators may (a
+/// member's phone that knows refuses them itself), and the server holds them.
+pub fn behind_on_role(admin: &Admin, phone: &Phone, branch: &str) {
+    let member = phone.replica.member_id();
+    admin.coordinator(&member, &[branch], &[]);
+    phone.sync(admin.server).unwrap();
+    admin.member(&member, branch);
+    assert_eq!(phone.replica.role(), Some(doorstep_core::Role::Coordinator));
+}
+
 pub fn hand_over(from: &Phone, to: &Phone, household: &str) {
     let batches: Vec<_> =
         from.replica.export_changes(&[]).unwrap().into_iter().filter(|b| b.household_id == household).collect();

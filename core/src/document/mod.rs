@@ -12,6 +12,7 @@ mod claimed;
 mod conflicts;
 pub mod shipped;
 mod convert;
+pub mod rules;
 pub(crate) mod status;
 pub(crate) mod stored;
 mod view;

@@ -24,7 +24,9 @@ use crate::document::{decode_change, HouseholdDocument};
 use crate::error::{Error, Result};
 use crate::exchange::ImportReport;
 use crate::listener::{ChangeEvent, ChangeOrigin};
-use crate::replica::{keep_imports, outbox_entries, prepare_imports, write_imports, Incoming, OutboxEntry, Replica};
+use crate::replica::{
+    keep_imports, outbox_entries, prepare_imports, write_imports, Incoming, OutboxEntry, Replica, ROLE_KEY,
+};
 use protocol::*;
 
 const POSITION_KEY: &str = "sync_position";
@@ -241,7 +243,9 @@ impl Replica {
             tx.clear_meta(RECONCILE_KEY)?;
         }
         tx.set_meta(REBUILD_KEY, &serde_json::to_string(&rebuild).expect("ids serialise"))?;
+        tx.set_meta(ROLE_KEY, response.role.as_str())?;
         tx.commit()?;
+        inner.role = Some(response.role);
         let removed: BTreeSet<&String> = response.removed.iter().chain(rebuild.iter()).collect();
         keep_imports(inner, prepared);
         for id in &removed {
@@ -264,11 +268,12 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    //! Whole documents in a server's answer.
+    //! Whole documents in a server's answer; the role it gives.
 
     use super::*;
-    use crate::exchange::HouseholdHeads;
     use crate::document::fixtures::visit;
+    use crate::exchange::HouseholdHeads;
+    use crate::model::{HouseholdUpdate, NewHousehold, Role, VisitUpdate};
 
     /// Households whose loading panics, as a bug in Automerge set off by a document would.
     static PANIC_LOADING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -318,6 +323,7 @@ mod tests {
             position: Position { epoch: "e".into(), seq: 1, grant: 1 },
             more: false,
             reconcile_needed: false,
+            role: Role::Coordinator,
             server_heads: vec![],
         };
         // Heads that are not the document's: refused, and nothing kept.
@@ -353,5 +359,74 @@ mod tests {
         let coordinator = Replica::open(&path, "sec-1", "d-2").unwrap();
         assert_eq!(sorted(coordinator.heads().unwrap()), sorted(phone.heads().unwrap()));
         assert_eq!(coordinator.visits(&household.id).unwrap().len(), 3);
+    }
+
+    /// A response that brings nothing but the member's role.
+    fn role_only(role: Role) -> SyncResponse {
+        SyncResponse {
+            version: PROTOCOL_VERSION,
+            acks: vec![],
+            data: vec![],
+            whole: None,
+            removed: vec![],
+            position: Position { epoch: "e".into(), seq: 0, grant: 0 },
+            more: false,
+            reconcile_needed: false,
+            server_heads: vec![],
+            role,
+        }
+    }
+
+    #[test]
+    fn a_member_s_own_edits_are_checked_by_the_role_the_last_sync_gave() {
+        let (dir, m1) = client::tests::replica_with_a_change();
+        let h = m1.list_households().unwrap().remove(0).id;
+        let theirs = m1.record_visit(&visit(&h, "m-1 的走访")).unwrap();
+        let path = dir.path().join("m2.sqlite3");
+        let m2 = Replica::open(&path, "m-2", "d-2").unwrap();
+        m2.import_changes(&m1.export_changes(&[]).unwrap()).unwrap();
+        assert_eq!(m2.role(), None);
+
+        m2.apply_sync_response(role_only(Role::Member)).unwrap();
+        assert_eq!(m2.role(), Some(Role::Member));
+        let rewrite = VisitUpdate { notes: Some("m-2 改写".into()), ..VisitUpdate::default() };
+        let refusals = [
+            m2.update_visit(&theirs.id, &rewrite).unwrap_err(),
+            m2.delete_visit(&theirs.id).unwrap_err(),
+            m2.set_member_assigned(&h, "m-2", true).unwrap_err(),
+            m2.update_household(&h, &HouseholdUpdate { archived: Some(true), ..HouseholdUpdate::default() }).unwrap_err(),
+            m2.create_household(&NewHousehold {
+                family_name: "李".into(),
+                address: "平洲路 2 号".into(),
+                community_id: "c-1".into(),
+                branch_id: "b-1".into(),
+                assigned_members: vec!["m-2".into()],
+                ..NewHousehold::default()
+            })
+            .unwrap_err(),
+        ];
+        let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+        assert!(refusals.iter().all(|e| matches!(e, Error::NotAllowed { .. })), "{reasons:?}");
+        assert!(reasons[0].contains("recorded by another member"), "{reasons:?}");
+        assert!(reasons[2].contains("assigned_members") && reasons[3].contains("archived"), "{reasons:?}");
+        assert!(reasons[4].contains("cannot create"), "{reasons:?}");
+        // Nothing of them kept: not in the outbox, not in the document, not in the list.
+        assert!(m2.pending_changes().unwrap().is_empty());
+        assert_eq!(m2.visit(&theirs.id).unwrap(), theirs);
+        assert_eq!(m2.list_households().unwrap().len(), 1);
+        assert_eq!(m2.household_json(&h).unwrap(), m1.household_json(&h).unwrap());
+        // What a member may do still goes through.
+        let own = m2.record_visit(&visit(&h, "m-2 的走访")).unwrap();
+        m2.update_visit(&own.id, &rewrite).unwrap();
+        assert_eq!(m2.pending_changes().unwrap().len(), 2);
+
+        // The role is kept with the replica; the next sync's role replaces it.
+        drop(m2);
+        let m2 = Replica::open(&path, "m-2", "d-2").unwrap();
+        assert_eq!(m2.role(), Some(Role::Member));
+        assert!(m2.set_member_assigned(&h, "m-2", true).is_err());
+        m2.apply_sync_response(role_only(Role::Coordinator)).unwrap();
+        assert!(m2.set_member_assigned(&h, "m-2", true).unwrap().assigned_members.contains(&"m-2".to_string()));
+        assert!(m2.update_visit(&theirs.id, &rewrite).is_ok(), "a coordinator may");
     }
 }

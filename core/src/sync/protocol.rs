@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::document::shipped;
+use crate::model::Role;
 
 /// The protocol version this code speaks; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The content type of sync requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-doorstep-sync";
@@ -135,6 +136,9 @@ pub struct SyncResponse {
     /// During a reconciliation: the server's heads where the device's differ, so the
     /// device can push what the server lacks.
     pub server_heads: Vec<Heads>,
+    /// The device's member's role now: a member's phone checks its own edits by the
+    /// member's rules (`document::rules`) before keeping them.
+    pub role: Role,
 }
 
 /// SHA-256 over the heads of each whole document of a response, in order: the number of

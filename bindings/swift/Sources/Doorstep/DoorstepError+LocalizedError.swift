@@ -9,6 +9,7 @@ extension DoorstepError: LocalizedError {
         switch self {
         case .NotFound(let message),
              .InvalidInput(let message),
+             .NotAllowed(let message),
              .InvalidTransition(let message),
              .CorruptHousehold(let message),
              .Network(let message),

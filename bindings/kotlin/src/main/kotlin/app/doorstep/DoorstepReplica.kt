@@ -25,6 +25,7 @@ import app.doorstep.ffi.NewStudent
 import app.doorstep.ffi.NewVisit
 import app.doorstep.ffi.PendingChange
 import app.doorstep.ffi.Replica
+import app.doorstep.ffi.Role
 import app.doorstep.ffi.SubscriptionHandle
 import app.doorstep.ffi.SyncOptions
 import app.doorstep.ffi.SyncReport
@@ -46,8 +47,8 @@ import kotlinx.coroutines.withContext
  * syncs, posting each request through [transport] (by default [HttpUrlConnectionTransport]
  * on [io]; pass your own, e.g. over OkHttp, to share the app's HTTP client), and the other
  * functions stay usable meanwhile. Failures throw [DoorstepException] subclasses (`NotFound`,
- * `InvalidInput`, `InvalidTransition`, `CorruptHousehold`, `Network`, `Server`, `Storage`)
- * whose `message` is the core's bilingual text, e.g. `未找到住户：h-1 / household not found: h-1`.
+ * `InvalidInput`, `NotAllowed`, `InvalidTransition`, `CorruptHousehold`, `Network`, `Server`,
+ * `Storage`) whose `message` is the core's bilingual text, e.g. `未找到住户：h-1 / household not found: h-1`.
  *
  * The generated [Replica] stays reachable as [ffi] for anything not wrapped here. One
  * instance may be shared by the whole app and used from several coroutines at once.
@@ -73,6 +74,7 @@ class DoorstepReplica(
 
     suspend fun memberId(): String = call { memberId() }
     suspend fun deviceId(): String = call { deviceId() }
+    suspend fun role(): Role? = call { role() }
 
     // ----- households -----
     suspend fun createHousehold(household: NewHousehold): Household = call { createHousehold(household) }

@@ -7,8 +7,10 @@ import app.doorstep.ffi.HttpResponse
 import app.doorstep.ffi.HttpTransport
 import app.doorstep.ffi.NewVisit
 import app.doorstep.ffi.Replica
+import app.doorstep.ffi.Role
 import app.doorstep.ffi.SyncOptions
 import app.doorstep.ffi.VisitMode
+import app.doorstep.ffi.VisitUpdate
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.launch
@@ -125,6 +127,35 @@ class SyncTest {
         assertEquals(1u, idle.roundTrips, "$idle")
         assertTrue(idle.householdsChanged.isEmpty() && idle.householdsRemoved.isEmpty(), "$idle")
         assertEquals(0u, idle.accepted)
+    }
+
+    @Test
+    fun `once synced, a member's phone refuses an edit of another member's visit, and nothing waits`() = runBlocking {
+        val d = district()
+        val zhang = phone("zhang", "m-zhang", d.zhang)
+        val li = phone("li", "m-li", d.li)
+        assertEquals(null, li.role(), "the role is unknown before the first sync")
+        zhang.sync(d.server.url, d.zhang.second)
+        val visit = zhang.recordVisit(visit(d.household, "家长关心入学政策"))
+        assertEquals(1u, zhang.sync(d.server.url, d.zhang.second).accepted)
+        li.sync(d.server.url, d.li.second)
+        assertEquals(Role.MEMBER, li.role())
+
+        val refused = thrownBy<DoorstepException.NotAllowed> {
+            li.updateVisit(visit.id, VisitUpdate(notes = "李老师改写的记录"))
+        }
+        assertEquals("不能修改其他党员的走访记录 / cannot change visit ${visit.id}, recorded by another member", refused.message)
+        assertEquals("家长关心入学政策", li.visits(d.household).single().notes, "nothing kept")
+        assertTrue(li.pendingChanges().isEmpty(), "nothing waits for the server")
+
+        // Li's own visit to the same household goes through at the next sync.
+        val own = li.recordVisit(visit(d.household, "李老师回访"))
+        val next = li.sync(d.server.url, d.li.second)
+        assertEquals(0u, next.quarantined, "$next")
+        assertTrue(next.accepted > 0u && li.pendingChanges().isEmpty(), "$next")
+        zhang.sync(d.server.url, d.zhang.second)
+        assertEquals(setOf("家长关心入学政策", "李老师回访"), zhang.visits(d.household).map { it.notes }.toSet())
+        assertEquals(own.id, zhang.visits(d.household).single { it.notes == "李老师回访" }.id)
     }
 
     @Test

@@ -1,17 +1,20 @@
-//! Checking a pushed change before it is merged.
+//! The rules a change must follow: who may change what, and the schema.
 //!
-//! The change is applied to the household's working copy; then every path it wrote is
-//! checked against the pushing member's role, and every record it touched is read back
-//! (as the projection will store it) and checked against the schema. A change that fails
-//! is quarantined with the reason returned here.
+//! One check, run in two places: the server runs it on every pushed change before it is
+//! merged (one that fails is quarantined with the reason returned here), and a member's
+//! phone runs it on each of its own edits before keeping it (one that fails is refused at
+//! once, so it never waits on the server, nor holds back the phone's later changes).
+//!
+//! The change is applied to the document; then every path it wrote is checked against
+//! the member's role, and every record it touched is read back (as the projection will
+//! store it) and checked against the schema.
 
 use std::collections::BTreeMap;
 
 use automerge::Change;
-use doorstep_core::document::{check_date, HouseholdDocument, Scope, View};
-use doorstep_core::{Issue, IssueStatus, Stamp};
 
-use crate::org::{Member, Role};
+use super::{check_date, HouseholdDocument, Scope, View};
+use crate::model::{Issue, IssueStatus, Role, Stamp};
 
 /// Household fields only coordinators and admins may change (`created`: who created the
 /// household, and when).
@@ -38,15 +41,17 @@ struct Wrote {
     entries: BTreeMap<(String, String), (bool, bool)>,
 }
 
-/// Check `change`, already applied to `doc`. On success, the records it touched and,
-/// unless that is the whole document, their projection: each record is read once, for
-/// the checks and for the store.
+/// Check `change`, made by member `member_id` in `role` and already applied to `doc`. On
+/// success, the records it touched and, unless that is the whole document, their
+/// projection: each record is read once, for the checks and for the store. On failure,
+/// the reason, in Chinese and English.
 pub fn check_change(
     doc: &mut HouseholdDocument,
     change: &Change,
-    member: &Member,
+    member_id: &str,
+    role: Role,
 ) -> Result<(Scope, Option<View>), String> {
-    let is_member = member.role == Role::Member;
+    let is_member = role == Role::Member;
     let mut household = false;
     let mut visits: BTreeMap<String, Wrote> = BTreeMap::new();
     let mut issues: BTreeMap<String, Wrote> = BTreeMap::new();
@@ -104,17 +109,17 @@ pub fn check_change(
         let read = doc.view(&Scope::visit(id)).map_err(|e| unfit(&e))?;
         let Some((_, Some(visit))) = read.visits.first() else { return Err(unfit(&"it is missing")) };
         if is_member {
-            let own = visit.recorded.member_id == member.id;
+            let own = visit.recorded.member_id == member_id;
             if created && !own {
                 return Err(format!("走访记录必须以本人名义记录 / visit {id} must be recorded under your own id"));
             }
-            if !created && !own && !visit.visitors.contains(&member.id) {
+            if !created && !own && !visit.visitors.iter().any(|v| v == member_id) {
                 return Err(format!(
                     "不能修改其他党员的走访记录 / cannot change visit {id}, recorded by another member"
                 ));
             }
             if wrote.deleted {
-                deleted_by_self(visit.deleted.as_ref(), &member.id, ("走访记录", "visit"), id)?;
+                deleted_by_self(visit.deleted.as_ref(), member_id, ("走访记录", "visit"), id)?;
             }
         }
         if visit.ended_at_ms.is_some_and(|end| end < visit.started_at_ms) {
@@ -137,12 +142,12 @@ pub fn check_change(
         let read = doc.view(&Scope::issue(id)).map_err(|e| unfit(&e))?;
         let Some((_, Some(issue))) = read.issues.first() else { return Err(unfit(&"it is missing")) };
         if is_member {
-            if created && issue.raised.member_id != member.id {
+            if created && issue.raised.member_id != member_id {
                 return Err(format!("问题必须以本人名义提出 / issue {id} must be raised under your own id"));
             }
-            check_history(doc, change, id, wrote, issue, &member.id)?;
+            check_history(doc, change, id, wrote, issue, member_id)?;
             if wrote.deleted {
-                deleted_by_self(issue.deleted.as_ref(), &member.id, ("问题", "issue"), id)?;
+                deleted_by_self(issue.deleted.as_ref(), member_id, ("问题", "issue"), id)?;
             }
         }
         if issue.title.trim().is_empty() {
