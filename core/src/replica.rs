@@ -79,13 +79,18 @@ impl Inner {
 
     /// Check the replica's own new `changes`, already in `doc`, by the rules the server
     /// will check them by (`document::rules`), for the member's role. Before the first
-    /// sync the role is unknown, and the server checks alone.
-    fn check_own(&self, doc: &mut HouseholdDocument, changes: &[Change]) -> Result<()> {
-        let Some(role) = self.role else { return Ok(()) };
+    /// sync the role is unknown, and the server checks alone. The records the last change
+    /// touched and their projection, as the check read them (`None`: nothing checked, or
+    /// the whole document).
+    fn check_own(&self, doc: &mut HouseholdDocument, changes: &[Change]) -> Result<Option<(Scope, View)>> {
+        let Some(role) = self.role else { return Ok(None) };
+        let mut read = None;
         for change in changes {
-            rules::check_change(doc, change, &self.author.member_id, role).map_err(|reason| Error::NotAllowed { reason })?;
+            let (scope, view) = rules::check_change(doc, change, &self.author.member_id, role)
+                .map_err(|reason| Error::NotAllowed { reason })?;
+            read = view.map(|view| (scope, view));
         }
-        Ok(())
+        Ok(read.filter(|_| changes.len() == 1))
     }
 
     fn household_of(&self, table: RecordTable, id: &str) -> Result<String> {
@@ -227,9 +232,14 @@ impl Replica {
                 return Ok(out);
             }
             let changes = doc.changes_since(&before);
-            inner.check_own(&mut doc, &changes)?;
+            let checked = inner.check_own(&mut doc, &changes)?;
             let increment = doc.save_after(&before);
-            let view = doc.view(&scope(&out))?;
+            // The check read the records the edit touched already.
+            let scope = scope(&out);
+            let view = match checked {
+                Some((read, view)) if read == scope => view,
+                _ => doc.view(&scope)?,
+            };
             let outgoing = outbox_entries(changes);
             let tx = inner.store.transaction()?;
             tx.save_document(&mut doc, &increment, &view)?;

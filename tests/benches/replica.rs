@@ -2,7 +2,10 @@
 //!
 //! - `record_visit/durable`: one visit through `Replica::record_visit` on a real file
 //!   (WAL, `synchronous = FULL`), into a member's replica of 30 households with 10-20
-//!   visits each. Besides criterion's estimate, ~2,000 individually timed calls give p50/p99.
+//!   visits each, which knows the member's role (as after a sync), so the member's rules
+//!   check each visit. Besides criterion's estimate, ~2,000 individually timed calls give
+//!   p50/p99, alternated with as many into a replica that does not know the role yet (no
+//!   check): the check's cost, side by side.
 //! - `member/open_and_list_households`: `Replica::open` + `list_households` on a member's
 //!   replica (30 households, 10 visits each, some open issues).
 //! - `coordinator/open_and_overview`: `Replica::open` + `overview(today)` on a
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use automerge::ActorId;
 use criterion::Criterion;
+use doorstep_core::sync::protocol::{Position, SyncResponse, PROTOCOL_VERSION};
 use doorstep_core::*;
 use doorstep_tests::district::{self as data, NoteContext, DAY_MS, SCHOOL_YEAR_START_MS};
 use rand::prelude::*;
@@ -354,6 +358,8 @@ fn member_fixture(dir: &Path, households: usize, visits: usize) -> MemberFixture
 struct Recorder {
     template: PathBuf,
     path: PathBuf,
+    /// The member's role, as a sync gave it; `None`: not known yet, edits not checked.
+    role: Option<Role>,
     households: Vec<(String, NoteContext)>,
     replica: Option<Replica>,
     calls_since_reset: usize,
@@ -362,10 +368,11 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(template: &MemberFixture, path: PathBuf) -> Recorder {
+    fn new(template: &MemberFixture, path: PathBuf, role: Option<Role>) -> Recorder {
         let mut r = Recorder {
             template: template.path.clone(),
             path,
+            role,
             households: template.households.clone(),
             replica: None,
             calls_since_reset: 0,
@@ -381,6 +388,9 @@ impl Recorder {
         remove_db(&self.path);
         std::fs::copy(&self.template, &self.path).expect("copy member fixture");
         let replica = Replica::open(&self.path, MEMBER_ID, MEMBER_DEVICE).expect("open record fixture");
+        if let Some(role) = self.role {
+            replica.apply_sync_response(role_only(role)).expect("the role is kept");
+        }
         // Load every household once, as an app does on its first screen of a household:
         // the timed calls measure the steady state, not the first load.
         for (id, _) in &self.households {
@@ -403,6 +413,22 @@ impl Recorder {
         let sample = measure(|| replica.record_visit(&visit).expect("record visit"));
         self.calls_since_reset += 1;
         sample
+    }
+}
+
+/// A sync response that brings nothing but the member's role.
+fn role_only(role: Role) -> SyncResponse {
+    SyncResponse {
+        version: PROTOCOL_VERSION,
+        acks: vec![],
+        data: vec![],
+        whole: None,
+        removed: vec![],
+        position: Position { epoch: "bench".into(), seq: 0, grant: 0 },
+        more: false,
+        reconcile_needed: false,
+        server_heads: vec![],
+        role,
     }
 }
 
@@ -535,13 +561,20 @@ fn main() {
 
     // ----- a. record one visit, durably -----
     if let Some(member) = member.as_ref().filter(|_| selected("record_visit/durable")) {
-        let mut recorder = Recorder::new(member, dir.path().join("record.sqlite3"));
-        let samples: Vec<Sample> = (0..record_calls).map(|_| recorder.record_one()).collect();
+        let mut recorder = Recorder::new(member, dir.path().join("record.sqlite3"), Some(Role::Member));
+        let mut unchecked = Recorder::new(member, dir.path().join("record-unchecked.sqlite3"), None);
+        let (samples, unchecked_samples): (Vec<Sample>, Vec<Sample>) =
+            (0..record_calls).map(|_| (recorder.record_one(), unchecked.record_one())).unzip();
         notes.extend(breakdown("record_visit, durable", &samples));
         rows.push(row(
-            format!("record_visit, durable (file on {}, WAL, synchronous=FULL)", fs_name()),
+            format!("record_visit, durable (file on {}, WAL, synchronous=FULL; member's rules checked)", fs_name()),
             &samples,
             Target::Percentiles(Duration::from_millis(1), Duration::from_millis(5)),
+        ));
+        rows.push(row(
+            "record_visit, durable, role not known yet (no check; diagnostic, alternated with the row above)",
+            &unchecked_samples,
+            Target::None,
         ));
         c.bench_function("record_visit/durable", |b| {
             b.iter_custom(|iters| (0..iters).map(|_| recorder.record_one().wall).sum())
@@ -550,7 +583,7 @@ fn main() {
             // The same calls with the file on tmpfs, where fsync costs nothing.
             if let Some(shm) = tmpfs_dir() {
                 let shm_dir = tempfile::Builder::new().prefix("doorstep-bench-").tempdir_in(shm).expect("tmpfs dir");
-                let mut recorder = Recorder::new(member, shm_dir.path().join("record.sqlite3"));
+                let mut recorder = Recorder::new(member, shm_dir.path().join("record.sqlite3"), Some(Role::Member));
                 let samples: Vec<Sample> = (0..record_calls.min(1_000)).map(|_| recorder.record_one()).collect();
                 notes.extend(breakdown("record_visit on tmpfs", &samples));
                 rows.push(row("record_visit, file on tmpfs (fsync free; diagnostic)", &samples, Target::None));
