@@ -1,4 +1,5 @@
-//! Server configuration: command line, environment, and an optional TOML file for limits.
+//! Server configuration: command line, environment, and an optional TOML file for limits
+//! (`[limits]`) and the backups the server takes on its own (`[backups]`).
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -31,29 +32,68 @@ impl Default for Limits {
     }
 }
 
+/// Backups the server takes on a schedule while it runs (`crate::backups`), set in the
+/// TOML file's `[backups]` table; none without it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    /// Where they go: a directory for this server's backups alone (the oldest beyond
+    /// `keep` are deleted from it). Created if missing.
+    pub dir: PathBuf,
+    /// Seconds from one backup to the next (default a day). The first comes that long
+    /// after the newest backup already in `dir`, or at once if there is none.
+    #[serde(default = "Backups::a_day")]
+    pub every_seconds: u64,
+    /// How many to keep (default 14); older ones are deleted after each new one.
+    #[serde(default = "Backups::two_weeks")]
+    pub keep: usize,
+}
+
+impl Backups {
+    fn a_day() -> u64 {
+        86_400
+    }
+
+    fn two_weeks() -> usize {
+        14
+    }
+}
+
+/// What the TOML file given with `--config` sets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub limits: Limits,
+    pub backups: Option<Backups>,
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    pub backups: Option<Backups>,
     pub demo: bool,
     /// The bearer token `/metrics` asks for; `None`: open (the default listen address is
     /// loopback, and the metrics hold only counts and timings, no personal data).
     pub metrics_token: Option<String>,
 }
 
-impl Limits {
-    pub fn from_file(path: &std::path::Path) -> Result<Limits, String> {
+impl ConfigFile {
+    pub fn read(path: &std::path::Path) -> Result<ConfigFile, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        #[derive(Deserialize, Default)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            #[serde(default)]
-            limits: Limits,
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(backups) = &file.backups {
+            if backups.every_seconds == 0 || backups.keep == 0 {
+                return Err(format!(
+                    "{}: [backups] every_seconds 与 keep 须至少为 1 / every_seconds and keep must be at least 1",
+                    path.display()
+                ));
+            }
         }
-        let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(file.limits)
+        Ok(file)
     }
 }
 
@@ -61,11 +101,30 @@ impl Limits {
 mod tests {
     use super::*;
 
-    fn limits(toml: &str) -> Result<Limits, String> {
+    fn file(toml: &str) -> Result<ConfigFile, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("doorstep.toml");
         std::fs::write(&path, toml).unwrap();
-        Limits::from_file(&path)
+        ConfigFile::read(&path)
+    }
+
+    fn limits(toml: &str) -> Result<Limits, String> {
+        file(toml).map(|f| f.limits)
+    }
+
+    #[test]
+    fn the_file_may_ask_for_backups_and_refuses_a_zero_interval_or_count() {
+        assert_eq!(file("").unwrap().backups, None);
+        let daily = file("[backups]\ndir = \"/var/backups/doorstep\"\n").unwrap().backups.unwrap();
+        assert_eq!(daily, Backups { dir: "/var/backups/doorstep".into(), every_seconds: 86_400, keep: 14 });
+        let hourly = file("[backups]\ndir = \"b\"\nevery_seconds = 3600\nkeep = 48\n").unwrap().backups.unwrap();
+        assert_eq!((hourly.every_seconds, hourly.keep), (3600, 48));
+        for zero in ["every_seconds = 0", "keep = 0"] {
+            let refused = file(&format!("[backups]\ndir = \"b\"\n{zero}\n")).unwrap_err();
+            assert!(refused.contains("at least 1"), "{refused}");
+        }
+        assert!(file("[backups]\nkeep = 3\n").unwrap_err().contains("missing field `dir`"));
+        assert!(file("[backups]\ndir = \"b\"\nevery = 3\n").unwrap_err().contains("unknown field"));
     }
 
     #[test]

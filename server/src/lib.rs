@@ -8,11 +8,13 @@
 //! - [`http`]: the axum routes; [`read_api`] the coordinator's JSON read API; [`readers`]
 //!   the threads that read the store for them.
 //! - [`admin`]: organisation, households, CSV import, devices, quarantine (CLI and API).
+//! - [`backups`]: the backups the server takes on its own schedule.
 //! - [`auth`], [`org`], [`config`], [`metrics`], [`demo`], [`error`]; [`extract`]: request
 //!   extractors that reject with an [`error::ServerError`].
 
 pub mod admin;
 pub mod auth;
+pub mod backups;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -60,6 +62,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    // Stopped (after a backup under way) when `serve` returns.
+    let _backups = match &config.backups {
+        Some(plan) => Some(
+            backups::start(config.data_dir.clone(), plan.clone(), state.metrics.backups.clone())
+                .map_err(|e| format!("cannot start the backups into {}: {e}", plan.dir.display()))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "doorstep-server listening");
     println!("doorstep-server listening on http://{addr}");

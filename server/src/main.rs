@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use doorstep_server::config::{Config, Limits};
+use doorstep_server::config::{Config, ConfigFile};
 use doorstep_server::engine::Engine;
 use doorstep_server::org::{Branch, Community, Member, Role};
 use doorstep_server::store::sqlite::SqliteStore;
@@ -30,7 +30,7 @@ enum Command {
         /// Where the SQLite store lives.
         #[arg(long, env = "DOORSTEP_DATA_DIR", default_value = "doorstep-data")]
         data_dir: PathBuf,
-        /// A TOML file with a `[limits]` table.
+        /// A TOML file with `[limits]` and `[backups]` tables (docs/operations.md).
         #[arg(long, env = "DOORSTEP_CONFIG")]
         config: Option<PathBuf>,
         /// Seed a small demo district into an empty store.
@@ -137,12 +137,12 @@ fn main() {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { listen, data_dir, config, demo, metrics_token } => {
-            let limits = match config {
-                Some(path) => Limits::from_file(&path)?,
-                None => Limits::default(),
+            let ConfigFile { limits, backups } = match config {
+                Some(path) => ConfigFile::read(&path)?,
+                None => ConfigFile::default(),
             };
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            runtime.block_on(serve(Config { listen, data_dir, limits, demo, metrics_token }))
+            runtime.block_on(serve(Config { listen, data_dir, limits, backups, demo, metrics_token }))
         }
         Command::Backup { data_dir, file } => {
             let bytes = data_dir::back_up(&data_dir, &file).map_err(|e| e.to_string())?;

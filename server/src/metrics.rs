@@ -8,8 +8,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// What the backup schedule (`crate::backups`) reports.
+#[derive(Clone, Default)]
+pub struct BackupMetrics {
+    pub taken: Counter,
+    pub failed: Counter,
+    /// Unix time of the last backup written, and of the next one due.
+    pub last_at: Gauge,
+    pub next_at: Gauge,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub backups: BackupMetrics,
     syncs: Counter,
     pushed_changes: Counter,
     response_bytes: Counter,
@@ -37,7 +48,20 @@ impl Default for Metrics {
             "Households whose stored changes wait for the writer to be idle to be compacted",
             compactions_due.clone(),
         );
-        Metrics { registry, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds, compactions_due }
+        let backups = BackupMetrics::default();
+        registry.register("backups_taken", "Backups the server wrote on its schedule", backups.taken.clone());
+        registry.register("backups_failed", "Scheduled backups that failed (see the log)", backups.failed.clone());
+        registry.register(
+            "backup_last_timestamp_seconds",
+            "Unix time of the last scheduled backup written (0: none since the server started)",
+            backups.last_at.clone(),
+        );
+        registry.register(
+            "backup_next_timestamp_seconds",
+            "Unix time the next scheduled backup is due (0: no schedule)",
+            backups.next_at.clone(),
+        );
+        Metrics { registry, backups, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds, compactions_due }
     }
 }
 

@@ -9,7 +9,10 @@
 //! (d) an admin downloads a backup through the API (`GET /v1/admin/backup`), which leaves
 //!     nothing behind on the server, and it restores like one written by the command;
 //! (e) a phone enrolled after the backup, unknown to the restored server, is enrolled
-//!     again under its own id and gives back what it recorded.
+//!     again under its own id and gives back what it recorded;
+//! (f) the server backs up on its own schedule (`[backups]`): it keeps the newest, deletes
+//!     what a backup cut short left and nothing else, follows the newest backup after a
+//!     restart, and its backups restore.
 
 mod support;
 
@@ -343,4 +346,91 @@ fn a_phone_enrolled_after_the_backup_is_enrolled_again_under_its_id_and_loses_no
     assert!(phone.replica.pending_changes().unwrap().is_empty());
     assert_eq!(phone.visit_ids(&h), vec![visit]);
     district.server.assert_sound();
+}
+
+/// A figure from `/metrics` (no token set).
+fn metric(server: &Server, name: &str) -> i64 {
+    let text = http().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The backups in `dir` the schedule wrote, oldest first.
+fn scheduled_backups(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("doorstep-") && n.ends_with(".sqlite3"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_server_backs_up_on_its_schedule_keeps_the_newest_and_they_restore() {
+    let (mut district, h) = district_with_a_household();
+    let backups = district.dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    std::fs::write(backups.join("notes.txt"), "not a backup").unwrap();
+    std::fs::write(backups.join("doorstep-20200101T000000Z.sqlite3.partial"), "cut short by a crash").unwrap();
+    let config = district.dir.path().join("doorstep.toml");
+    let plan = |every: u64| {
+        std::fs::write(&config, format!("[backups]\ndir = {:?}\nevery_seconds = {every}\nkeep = 2\n", backups)).unwrap();
+    };
+    plan(1);
+    district.server.kill();
+    district.server = Server::start_with(&district.data, "127.0.0.1:0", &["--config", arg(&config)]);
+    let phone = phone_of_m1(&district);
+    let visit = phone.replica.record_visit(&new_visit(&h, 1_000, "备份前的走访")).unwrap().id;
+    assert_eq!(phone.sync(&district.server).unwrap().accepted, 1);
+
+    // Two more backups begin after the visit was acknowledged (one a second; the first
+    // came at once, there being none).
+    let acknowledged_at = metric(&district.server, "doorstep_backups_taken_total");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&district.server, "doorstep_backups_taken_total") < acknowledged_at + 2 {
+        assert!(Instant::now() < deadline, "the schedule stalled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&district.server, "doorstep_backups_failed_total"), 0);
+    assert!(district.server.stop(Duration::from_secs(30)).is_some_and(|s| s.success()), "a clean stop");
+    let kept = scheduled_backups(&backups);
+    assert_eq!(kept.len(), 2, "the newest two: {kept:?}");
+    let mut all: Vec<String> =
+        std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    all.sort();
+    assert_eq!(all, [kept.clone(), vec!["notes.txt".to_string()]].concat(), "the partial file is gone, the notes kept");
+
+    // The newest restores, with the visit.
+    let restored_dir = district.dir.path().join("restored");
+    let newest = backups.join(&kept[1]);
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&restored_dir), arg(&newest)]);
+    assert!(ok, "{err}");
+    let restored = Server::start(&restored_dir);
+    let admin = Admin { server: &restored, token: district.admin_token.clone() };
+    assert!(admin.visit_ids().contains(&visit), "the visit is in the newest backup");
+    drop(restored);
+
+    // Started again with a backup an hour apart: the next is due an hour after the
+    // newest, not at once.
+    plan(3600);
+    district.server = Server::start_with(&district.data, "127.0.0.1:0", &["--config", arg(&config)]);
+    let newest_at = chrono::NaiveDateTime::parse_from_str(&kept[1]["doorstep-".len()..kept[1].len() - ".sqlite3".len()], "%Y%m%dT%H%M%SZ")
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&district.server, "doorstep_backup_next_timestamp_seconds") == 0 {
+        assert!(Instant::now() < deadline, "the schedule did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&district.server, "doorstep_backup_next_timestamp_seconds"), newest_at + 3600);
+    assert_eq!(metric(&district.server, "doorstep_backups_taken_total"), 0);
+    assert_eq!(scheduled_backups(&backups), kept);
+
+    // A backup directory that cannot be one: the server does not start, and says why.
+    std::fs::write(&config, "[backups]\ndir = \"/dev/null/backups\"\n").unwrap();
+    district.server.kill();
+    let refused = Server::try_start_with(&district.data, "127.0.0.1:0", &["--config", arg(&config)]).err().unwrap();
+    assert!(refused.contains("cannot start the backups into /dev/null/backups"), "{refused}");
 }
