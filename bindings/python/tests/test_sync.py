@@ -82,6 +82,24 @@ def test_phone_receives_household_and_a_visit_reaches_a_second_phone(district, o
     assert idle.households_changed == [] and idle.households_removed == [] and idle.accepted == 0
 
 
+def test_once_synced_a_members_phone_refuses_an_edit_of_another_members_visit(district, open_replica):
+    d = district
+    zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
+    li = open_replica("li", member="m-li", device=d.li[0])
+    assert li.role() is None, "unknown before the first sync"
+    sync(zhang, d.server.url, d.zhang[1])
+    v = zhang.record_visit(visit(d.household, "家长关心入学政策"))
+    assert sync(zhang, d.server.url, d.zhang[1]).accepted == 1
+    sync(li, d.server.url, d.li[1])
+    assert li.role() == doorstep.Role.MEMBER
+
+    with pytest.raises(DoorstepError.NotAllowed) as caught:
+        li.update_visit(v.id, doorstep.VisitUpdate(notes="李老师改写的记录"))
+    assert str(caught.value) == f"不能修改其他党员的走访记录 / cannot change visit {v.id}, recorded by another member"
+    assert [x.notes for x in li.visits(d.household)] == ["家长关心入学政策"]
+    assert li.pending_changes() == [], "nothing waits for the server"
+
+
 def test_unreachable_server_raises_network_and_loses_nothing(district, open_replica):
     d = district
     zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
