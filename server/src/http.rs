@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use doorstep_core::document::decode_change;
-use doorstep_core::sync::protocol::{self, SyncRequest};
+use doorstep_core::sync::protocol::{self, DecodeError, SyncRequest, PROTOCOL_VERSION};
 use doorstep_core::NewHousehold;
 use serde::Deserialize;
 
@@ -122,8 +122,14 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
     let started = Instant::now();
     let token_hash = hash_secret(&bearer(&headers)?);
     caller(&app, &headers).await?;
-    let request = SyncRequest::decode(&body, app.limits.max_decoded_bytes)
-        .map_err(|e| ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")))?;
+    let request = SyncRequest::decode(&body, app.limits.max_decoded_bytes).map_err(|e| match e {
+        // A phone whose app is older (or newer) than the server: the member reads this.
+        DecodeError::Version(theirs) => ServerError::BadRequest(format!(
+            "请更新应用：服务器使用同步协议第 {PROTOCOL_VERSION} 版，本应用为第 {theirs} 版 / please update the app: the \
+             server speaks sync protocol version {PROTOCOL_VERSION}, this app version {theirs}"
+        )),
+        e => ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")),
+    })?;
     let mut changes = Vec::with_capacity(request.changes.len());
     for (i, pushed) in request.changes.iter().enumerate() {
         if pushed.household_id.trim().is_empty() {

@@ -79,6 +79,8 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     let bomb = protocol::encode(&bomb);
     assert!(bomb.len() < 65536, "the bomb passes the body limit: {}", bomb.len());
     let wrong_version = protocol::encode(&SyncRequest { version: 99, ..valid.clone() });
+    let update_the_app =
+        format!("please update the app: the server speaks sync protocol version {}, this app version 99", protocol::PROTOCOL_VERSION);
 
     // (name, body, status, words the message must contain)
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
@@ -89,7 +91,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
         ("truncated to a third", encoded[..encoded.len() / 3].to_vec(), 400, "cannot be read"),
         ("last byte missing", encoded[..encoded.len() - 1].to_vec(), 400, "cannot be read"),
         ("trailing garbage", [encoded.clone(), b"xyz".to_vec()].concat(), 400, "cannot be read"),
-        ("protocol version 99", wrong_version, 400, "version 99"),
+        ("protocol version 99", wrong_version, 400, &update_the_app),
         (
             "garbage Automerge bytes after a valid change",
             protocol::encode(&with_changes(vec![
