@@ -1,7 +1,7 @@
 //! `serve --demo`: a small demo district, so a newcomer sees merged data at once.
 //!
 //! Seeded only into an empty store. Prints an admin token, a coordinator token and one
-//! enrolment code per member.
+//! enrolment code per member; `serve` then prints a command to try, with its address.
 
 use doorstep_core::document::Author;
 use doorstep_core::*;
@@ -16,10 +16,12 @@ const BRANCHES: &[(&str, &str)] = &[("b-gc1", "桂城第一小学党支部"), ("
 const COMMUNITIES: &[(&str, &str)] = &[("c-pingxi", "平西社区"), ("c-xiabei", "夏北社区"), ("c-dongdong", "东东社区")];
 const FAMILIES: &[&str] = &["王", "李", "张", "陈", "黄", "梁", "何", "罗", "郭", "林", "周", "吴"];
 
-pub fn seed<S: ServerStore>(engine: &mut Engine<S>) -> Result<()> {
+/// Seed the demo district into an empty store: the coordinator's token, or `None` if the
+/// store had data (then nothing is seeded).
+pub fn seed<S: ServerStore>(engine: &mut Engine<S>) -> Result<Option<String>> {
     if !engine.write(|tx, _| Ok(tx.branches()?.is_empty()))? {
         println!("demo: the store already has data; not seeding");
-        return Ok(());
+        return Ok(None);
     }
     for (id, name) in BRANCHES {
         admin::add_branch(engine, &Branch { id: id.to_string(), name: name.to_string() })?;
@@ -102,6 +104,5 @@ pub fn seed<S: ServerStore>(engine: &mut Engine<S>) -> Result<()> {
     for (member, code) in codes {
         println!("  enrolment code for {member}: {code}");
     }
-    println!("  try: curl -H 'Authorization: Bearer {}' http://127.0.0.1:8080/v1/stats", coordinator_token.token);
-    Ok(())
+    Ok(Some(coordinator_token.token))
 }

@@ -41,9 +41,7 @@ use store::sqlite::SqliteStore;
 pub async fn serve(config: Config) -> Result<(), String> {
     let store = SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?;
     let mut engine = Engine::keeping(store, config.limits.cached_households);
-    if config.demo {
-        demo::seed(&mut engine).map_err(|e| e.to_string())?;
-    }
+    let demo_coordinator = if config.demo { demo::seed(&mut engine).map_err(|e| e.to_string())? } else { None };
     let due = engine.find_compactions_due().map_err(|e| e.to_string())?;
     if due > 0 {
         tracing::info!(households = due, "household documents to compact once idle");
@@ -72,6 +70,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "doorstep-server listening");
+    if let Some(token) = demo_coordinator {
+        println!("  try: curl -H 'Authorization: Bearer {token}' http://{addr}/v1/stats");
+    }
     println!("doorstep-server listening on http://{addr}");
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async {

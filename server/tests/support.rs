@@ -22,6 +22,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Where the server's stderr (its logs, and any panic message) goes.
     pub log: PathBuf,
+    /// What it printed on stdout before it listened (`serve --demo`'s tokens and codes).
+    pub printed: Vec<String>,
 }
 
 impl Server {
@@ -61,17 +63,19 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
+            let mut before = Vec::new();
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.strip_prefix("doorstep-server listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), before));
                     break;
                 }
+                before.push(line);
             }
             for _ in lines {}
         });
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => Ok(Server { child, url, data_dir: data_dir.to_path_buf(), log }),
+            Ok((url, printed)) => Ok(Server { child, url, data_dir: data_dir.to_path_buf(), log, printed }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
