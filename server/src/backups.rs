@@ -111,6 +111,7 @@ fn remove(file: &Path) {
 fn listed(dir: &Path) -> Vec<(DateTime<Utc>, PathBuf)> {
     let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
     entries
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             let time = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;

@@ -12,12 +12,13 @@
 //!     again under its own id and gives back what it recorded;
 //! (f) the server backs up on its own schedule (`[backups]`): it keeps the newest, deletes
 //!     what a backup cut short left and nothing else, follows the newest backup after a
-//!     restart, and its backups restore.
+//!     restart, counts a failed backup and tries again while the server goes on, and its
+//!     backups restore.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -427,6 +428,37 @@ fn the_server_backs_up_on_its_schedule_keeps_the_newest_and_they_restore() {
     assert_eq!(metric(&district.server, "doorstep_backup_next_timestamp_seconds"), newest_at + 3600);
     assert_eq!(metric(&district.server, "doorstep_backups_taken_total"), 0);
     assert_eq!(scheduled_backups(&backups), kept);
+
+    // Backups that fail (their names taken, here by directories, for the next minute):
+    // counted, tried again, and the server goes on; once they can be written, they are.
+    drop(district.server);
+    plan(1);
+    let now = chrono::Utc::now();
+    // (Not the newest backup's own name, should it be this second's.)
+    let taken: Vec<PathBuf> = (0..60)
+        .map(|s| backups.join(format!("doorstep-{}.sqlite3", (now + chrono::Duration::seconds(s)).format("%Y%m%dT%H%M%SZ"))))
+        .filter(|name| !name.exists())
+        .collect();
+    for dir in &taken {
+        std::fs::create_dir(dir).unwrap();
+    }
+    district.server = Server::start_with(&district.data, "127.0.0.1:0", &["--config", arg(&config)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&district.server, "doorstep_backups_failed_total") < 2 {
+        assert!(Instant::now() < deadline, "no failed backup counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&district.server, "doorstep_backups_taken_total"), 0);
+    assert!(district.server.healthy());
+    for dir in &taken {
+        std::fs::remove_dir(dir).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&district.server, "doorstep_backups_taken_total") < 1 {
+        assert!(Instant::now() < deadline, "no backup once they could be written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    district.server.assert_sound();
 
     // A backup directory that cannot be one: the server does not start, and says why.
     std::fs::write(&config, "[backups]\ndir = \"/dev/null/backups\"\n").unwrap();
