@@ -44,7 +44,8 @@ pub fn start(data_dir: PathBuf, plan: Backups, metrics: BackupMetrics) -> std::i
     std::fs::create_dir_all(&plan.dir)?;
     let (stop, stopped) = channel::<()>();
     let thread = std::thread::Builder::new().name("doorstep-backups".into()).spawn(move || {
-        let every = chrono::Duration::seconds(i64::try_from(plan.every_seconds).unwrap_or(i64::MAX / 1000));
+        // At most a year (the config file says so).
+        let every = chrono::Duration::seconds(plan.every_seconds.min(Backups::A_YEAR) as i64);
         loop {
             let next = match newest(&plan.dir) {
                 Some(newest) => newest.checked_add_signed(every).unwrap_or(DateTime::<Utc>::MAX_UTC),

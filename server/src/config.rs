@@ -50,6 +50,9 @@ pub struct Backups {
 }
 
 impl Backups {
+    /// The longest interval: a year.
+    pub const A_YEAR: u64 = 365 * 86_400;
+
     fn a_day() -> u64 {
         86_400
     }
@@ -86,10 +89,12 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(backups) = &file.backups {
-            if backups.every_seconds == 0 || backups.keep == 0 {
+            if !(1..=Backups::A_YEAR).contains(&backups.every_seconds) || backups.keep == 0 {
                 return Err(format!(
-                    "{}: [backups] every_seconds 与 keep 须至少为 1 / every_seconds and keep must be at least 1",
-                    path.display()
+                    "{}: [backups] every_seconds 须在 1 到 {year}（一年）之间，keep 须至少为 1 / every_seconds must be \
+                     between 1 and {year} (a year), and keep at least 1",
+                    path.display(),
+                    year = Backups::A_YEAR
                 ));
             }
         }
@@ -119,9 +124,9 @@ mod tests {
         assert_eq!(daily, Backups { dir: "/var/backups/doorstep".into(), every_seconds: 86_400, keep: 14 });
         let hourly = file("[backups]\ndir = \"b\"\nevery_seconds = 3600\nkeep = 48\n").unwrap().backups.unwrap();
         assert_eq!((hourly.every_seconds, hourly.keep), (3600, 48));
-        for zero in ["every_seconds = 0", "keep = 0"] {
-            let refused = file(&format!("[backups]\ndir = \"b\"\n{zero}\n")).unwrap_err();
-            assert!(refused.contains("at least 1"), "{refused}");
+        for wrong in ["every_seconds = 0", "every_seconds = 31536001", "keep = 0"] {
+            let refused = file(&format!("[backups]\ndir = \"b\"\n{wrong}\n")).unwrap_err();
+            assert!(refused.contains("between 1 and 31536000 (a year), and keep at least 1"), "{refused}");
         }
         assert!(file("[backups]\nkeep = 3\n").unwrap_err().contains("missing field `dir`"));
         assert!(file("[backups]\ndir = \"b\"\nevery = 3\n").unwrap_err().contains("unknown field"));
