@@ -64,7 +64,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let _backups = match &config.backups {
         Some(plan) => Some(
             backups::start(config.data_dir.clone(), plan.clone(), state.metrics.backups.clone())
-                .map_err(|e| format!("cannot start the backups into {}: {e}", plan.dir.display()))?,
+                .map_err(|e| {
+                    let dir = plan.dir.display();
+                    format!("无法在 {dir} 中开始定时备份 / cannot start the backups into {dir}: {e}")
+                })?,
         ),
         None => None,
     };
