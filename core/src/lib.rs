@@ -7,7 +7,7 @@
 //! - [`replica`]: the API apps call; every write durable before it returns.
 //! - [`exchange`]: what replicas and the sync server exchange.
 //! - [`listener`]: change notifications with cancel-on-drop subscriptions.
-//! - [`sync`]: syncing with the Doorstep server: protocol, outbox, the sync loop over a
+//! - [`mod@sync`]: syncing with the Doorstep server: protocol, outbox, the sync loop over a
 //!   transport, and (feature `http-client`, on by default) a reqwest transport.
 //! - [`error`]: the narrow public error type.
 

@@ -1,6 +1,6 @@
 //! What a change wrote: the document paths of its operations, whether it replaced what
-//! was there, and what else the document shows there. The sync server uses this to check
-//! a member's change before merging it.
+//! was there, and what else the document shows there. The rules (`rules.rs`) read this to
+//! check a member's change: on the server before merging it, on the phone before keeping it.
 
 use std::collections::{BTreeMap, HashMap};
 
