@@ -3,9 +3,9 @@
 //! A batch's pushed changes are grouped by household. The changes of one household are
 //! merged in order into one working copy of its document and checked there (scope,
 //! dependencies, then role and schema through [`doorstep_core::document::rules`]); a
-//! change that fails is taken back out (the copy is rebuilt without it). The copy is saved once: one
-//! increment, one projection update. Households do not depend on each other, so their
-//! groups are merged on several threads. The SQLite reads before and the writes stay on
+//! change that fails is taken back out (the copy is rebuilt without it). The copy is
+//! saved once: one increment, one projection update. Households do not depend on each
+//! other, so their groups are merged on several threads. The SQLite reads before and the writes stay on
 //! the writer thread, which stores each group as soon as it is merged.
 //!
 //! A panic while merging one change (a bug set off by it) is caught there: the change is
