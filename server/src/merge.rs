@@ -5,8 +5,8 @@
 //! dependencies, then role and schema through [`doorstep_core::document::rules`]); a
 //! change that fails is taken back out (the copy is rebuilt without it). The copy is
 //! saved once: one increment, one projection update. Households do not depend on each
-//! other, so their groups are merged on several threads. The SQLite reads before and the writes stay on
-//! the writer thread, which stores each group as soon as it is merged.
+//! other, so their groups are merged on several threads. The SQLite reads before and the
+//! writes stay on the writer thread, which stores each group as soon as it is merged.
 //!
 //! A panic while merging one change (a bug set off by it) is caught there: the change is
 //! held like one that failed its check, and the writer goes on. Should the copy then not
