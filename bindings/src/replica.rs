@@ -145,6 +145,12 @@ impl Replica {
         Ok(self.core.visit(&visit_id)?.into())
     }
 
+    /// Whether the member may change, delete or restore this visit (show it read-only
+    /// otherwise): by the role the last sync gave; `true` before the first sync.
+    pub fn may_edit_visit(&self, visit_id: String) -> Result<bool> {
+        Ok(self.core.may_edit_visit(&visit_id)?)
+    }
+
     pub fn update_visit(&self, visit_id: String, update: VisitUpdate) -> Result<Visit> {
         Ok(self.core.update_visit(&visit_id, &update.into())?.into())
     }

@@ -344,6 +344,15 @@ impl Replica {
         inner.read(&household_id, |doc| doc.visit(visit_id))
     }
 
+    /// Whether the member may change, delete or restore this visit, by the role the last
+    /// sync gave (so that an app shows another member's visit read-only); `true` before
+    /// the first sync, when the server alone checks.
+    pub fn may_edit_visit(&self, visit_id: &str) -> Result<bool> {
+        let visit = self.visit(visit_id)?;
+        let inner = self.lock();
+        Ok(inner.role.is_none_or(|role| rules::may_change_visit(&visit, &inner.author.member_id, role)))
+    }
+
     fn edit_visit(
         &self,
         visit_id: &str,

@@ -685,18 +685,7 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
     let mut used_grant = false;
     let max_seq = tx.max_seq()?;
     let scope: Vec<String> = tx.households_in_scope(member)?;
-    let mut response = SyncResponse {
-        version: PROTOCOL_VERSION,
-        acks,
-        data: Vec::new(),
-        removed: Vec::new(),
-        position: client.clone(),
-        more: false,
-        reconcile_needed: false,
-        whole: None,
-        server_heads: Vec::new(),
-        role: member.role,
-    };
+    let mut response = SyncResponse::new(acks, client.clone(), member.role);
     let mut whole = Whole::default();
 
     if let Some(client_heads) = &request.reconcile {

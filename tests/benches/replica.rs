@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use automerge::ActorId;
 use criterion::Criterion;
-use doorstep_core::sync::protocol::{Position, SyncResponse, PROTOCOL_VERSION};
+use doorstep_core::sync::protocol::{Position, SyncResponse};
 use doorstep_core::*;
 use doorstep_tests::district::{self as data, NoteContext, DAY_MS, SCHOOL_YEAR_START_MS};
 use rand::prelude::*;
@@ -389,7 +389,8 @@ impl Recorder {
         std::fs::copy(&self.template, &self.path).expect("copy member fixture");
         let replica = Replica::open(&self.path, MEMBER_ID, MEMBER_DEVICE).expect("open record fixture");
         if let Some(role) = self.role {
-            replica.apply_sync_response(role_only(role)).expect("the role is kept");
+            // As a sync brings it, with nothing else.
+            replica.apply_sync_response(SyncResponse::new(vec![], Position::default(), role)).expect("the role is kept");
         }
         // Load every household once, as an app does on its first screen of a household:
         // the timed calls measure the steady state, not the first load.
@@ -413,22 +414,6 @@ impl Recorder {
         let sample = measure(|| replica.record_visit(&visit).expect("record visit"));
         self.calls_since_reset += 1;
         sample
-    }
-}
-
-/// A sync response that brings nothing but the member's role.
-fn role_only(role: Role) -> SyncResponse {
-    SyncResponse {
-        version: PROTOCOL_VERSION,
-        acks: vec![],
-        data: vec![],
-        whole: None,
-        removed: vec![],
-        position: Position { epoch: "bench".into(), seq: 0, grant: 0 },
-        more: false,
-        reconcile_needed: false,
-        server_heads: vec![],
-        role,
     }
 }
 

@@ -92,6 +92,7 @@ def test_once_synced_a_members_phone_refuses_an_edit_of_another_members_visit(di
     assert sync(zhang, d.server.url, d.zhang[1]).accepted == 1
     sync(li, d.server.url, d.li[1])
     assert li.role() == doorstep.Role.MEMBER
+    assert not li.may_edit_visit(v.id), "the app shows Zhang's visit read-only"
 
     with pytest.raises(DoorstepError.NotAllowed) as caught:
         li.update_visit(v.id, doorstep.VisitUpdate(notes="李老师改写的记录"))

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use automerge::Change;
 
 use super::{check_date, HouseholdDocument, Scope, View};
-use crate::model::{Issue, IssueStatus, Role, Stamp};
+use crate::model::{Issue, IssueStatus, Role, Stamp, Visit};
 
 /// Household fields only coordinators and admins may change (`created`: who created the
 /// household, and when).
@@ -113,7 +113,7 @@ pub fn check_change(
             if created && !own {
                 return Err(format!("走访记录必须以本人名义记录 / visit {id} must be recorded under your own id"));
             }
-            if !created && !own && !visit.visitors.iter().any(|v| v == member_id) {
+            if !created && !may_change_visit(visit, member_id, role) {
                 return Err(format!(
                     "不能修改其他党员的走访记录 / cannot change visit {id}, recorded by another member"
                 ));
@@ -169,6 +169,12 @@ pub fn check_change(
     }
     let scope = Scope::Records { household, visits: visits.into_keys().collect(), issues: issues.into_keys().collect() };
     Ok((scope, Some(view)))
+}
+
+/// Whether a member in `role` may change `visit` once recorded: coordinators and admins
+/// may; a member, if they recorded it or took part in it.
+pub fn may_change_visit(visit: &Visit, member_id: &str, role: Role) -> bool {
+    role != Role::Member || visit.recorded.member_id == member_id || visit.visitors.iter().any(|v| v == member_id)
 }
 
 impl Wrote {

@@ -363,18 +363,7 @@ mod tests {
 
     /// A response that brings nothing but the member's role.
     fn role_only(role: Role) -> SyncResponse {
-        SyncResponse {
-            version: PROTOCOL_VERSION,
-            acks: vec![],
-            data: vec![],
-            whole: None,
-            removed: vec![],
-            position: Position { epoch: "e".into(), seq: 0, grant: 0 },
-            more: false,
-            reconcile_needed: false,
-            server_heads: vec![],
-            role,
-        }
+        SyncResponse::new(vec![], Position::default(), role)
     }
 
     #[test]
@@ -382,13 +371,18 @@ mod tests {
         let (dir, m1) = client::tests::replica_with_a_change();
         let h = m1.list_households().unwrap().remove(0).id;
         let theirs = m1.record_visit(&visit(&h, "m-1 的走访")).unwrap();
+        let together = crate::model::NewVisit { visitors: vec!["m-1".into(), "m-2".into()], ..visit(&h, "一同走访") };
+        let shared = m1.record_visit(&together).unwrap();
         let path = dir.path().join("m2.sqlite3");
         let m2 = Replica::open(&path, "m-2", "d-2").unwrap();
         m2.import_changes(&m1.export_changes(&[]).unwrap()).unwrap();
         assert_eq!(m2.role(), None);
+        assert!(m2.may_edit_visit(&theirs.id).unwrap(), "the server alone checks before the first sync");
 
         m2.apply_sync_response(role_only(Role::Member)).unwrap();
         assert_eq!(m2.role(), Some(Role::Member));
+        assert!(!m2.may_edit_visit(&theirs.id).unwrap(), "shown read-only");
+        assert!(m2.may_edit_visit(&shared.id).unwrap(), "m-2 took part in it");
         let rewrite = VisitUpdate { notes: Some("m-2 改写".into()), ..VisitUpdate::default() };
         let refusals = [
             m2.update_visit(&theirs.id, &rewrite).unwrap_err(),
@@ -417,6 +411,7 @@ mod tests {
         assert_eq!(m2.household_json(&h).unwrap(), m1.household_json(&h).unwrap());
         // What a member may do still goes through.
         let own = m2.record_visit(&visit(&h, "m-2 的走访")).unwrap();
+        assert!(m2.may_edit_visit(&own.id).unwrap());
         m2.update_visit(&own.id, &rewrite).unwrap();
         assert_eq!(m2.pending_changes().unwrap().len(), 2);
 
@@ -427,6 +422,7 @@ mod tests {
         assert!(m2.set_member_assigned(&h, "m-2", true).is_err());
         m2.apply_sync_response(role_only(Role::Coordinator)).unwrap();
         assert!(m2.set_member_assigned(&h, "m-2", true).unwrap().assigned_members.contains(&"m-2".to_string()));
+        assert!(m2.may_edit_visit(&theirs.id).unwrap());
         assert!(m2.update_visit(&theirs.id, &rewrite).is_ok(), "a coordinator may");
     }
 }

@@ -233,6 +233,23 @@ impl SyncRequest {
 }
 
 impl SyncResponse {
+    /// An answer with `acks` that leaves the device at `position`, telling it its
+    /// member's `role`, and brings nothing else (yet).
+    pub fn new(acks: Vec<Ack>, position: Position, role: Role) -> SyncResponse {
+        SyncResponse {
+            version: PROTOCOL_VERSION,
+            acks,
+            data: Vec::new(),
+            whole: None,
+            removed: Vec::new(),
+            position,
+            more: false,
+            reconcile_needed: false,
+            server_heads: Vec::new(),
+            role,
+        }
+    }
+
     /// Encode the server's answer, compressed at `RESPONSE_ZSTD_LEVEL`.
     pub fn encode(&self) -> Vec<u8> {
         encode_at(self, RESPONSE_ZSTD_LEVEL)

@@ -95,6 +95,7 @@ class DoorstepReplica(
     suspend fun recordVisit(visit: NewVisit): Visit = call { recordVisit(visit) }
     suspend fun visits(householdId: String): List<Visit> = call { visits(householdId) }
     suspend fun visit(visitId: String): Visit = call { visit(visitId) }
+    suspend fun mayEditVisit(visitId: String): Boolean = call { mayEditVisit(visitId) }
     suspend fun updateVisit(visitId: String, update: VisitUpdate): Visit = call { updateVisit(visitId, update) }
     suspend fun deleteVisit(visitId: String): Visit = call { deleteVisit(visitId) }
     suspend fun restoreVisit(visitId: String): Visit = call { restoreVisit(visitId) }

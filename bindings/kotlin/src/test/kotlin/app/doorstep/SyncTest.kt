@@ -140,6 +140,7 @@ class SyncTest {
         assertEquals(1u, zhang.sync(d.server.url, d.zhang.second).accepted)
         li.sync(d.server.url, d.li.second)
         assertEquals(Role.MEMBER, li.role())
+        assertFalse(li.mayEditVisit(visit.id), "the app shows Zhang's visit read-only")
 
         val refused = thrownBy<DoorstepException.NotAllowed> {
             li.updateVisit(visit.id, VisitUpdate(notes = "李老师改写的记录"))
@@ -150,6 +151,7 @@ class SyncTest {
 
         // Li's own visit to the same household goes through at the next sync.
         val own = li.recordVisit(visit(d.household, "李老师回访"))
+        assertTrue(li.mayEditVisit(own.id))
         val next = li.sync(d.server.url, d.li.second)
         assertEquals(0u, next.quarantined, "$next")
         assertTrue(next.accepted > 0u && li.pendingChanges().isEmpty(), "$next")
