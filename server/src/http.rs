@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use doorstep_core::document::decode_change;
-use doorstep_core::sync::protocol::{self, DecodeError, SyncRequest, PROTOCOL_VERSION};
+use doorstep_core::sync::protocol::{self, DecodeError, SyncRequest, OLDEST_VERSION, PROTOCOL_VERSION};
 use doorstep_core::NewHousehold;
 use serde::Deserialize;
 
@@ -123,10 +123,11 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
     let token_hash = hash_secret(&bearer(&headers)?);
     caller(&app, &headers).await?;
     let request = SyncRequest::decode(&body, app.limits.max_decoded_bytes).map_err(|e| match e {
-        // A phone whose app is older (or newer) than the server: the member reads this.
+        // A phone whose app is too old (or newer than the server): the member reads this.
         DecodeError::Version(theirs) => ServerError::BadRequest(format!(
-            "请更新应用：服务器使用同步协议第 {PROTOCOL_VERSION} 版，本应用为第 {theirs} 版 / please update the app: the \
-             server speaks sync protocol version {PROTOCOL_VERSION}, this app version {theirs}"
+            "请更新应用：服务器支持同步协议第 {OLDEST_VERSION} 至 {PROTOCOL_VERSION} 版，本应用为第 {theirs} 版 / please \
+             update the app: the server speaks sync protocol versions {OLDEST_VERSION} to {PROTOCOL_VERSION}, this app \
+             version {theirs}"
         )),
         e => ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")),
     })?;
@@ -140,9 +141,9 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
         })?;
         changes.push((pushed.household_id.clone(), change));
     }
-    let pushed = changes.len();
+    let (pushed, version) = (changes.len(), request.version);
     let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
-    let body = response.encode();
+    let body = response.encode_for(version);
     app.metrics.observe_sync(started.elapsed(), pushed, body.len());
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
 }

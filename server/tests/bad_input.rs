@@ -80,7 +80,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     assert!(bomb.len() < 65536, "the bomb passes the body limit: {}", bomb.len());
     let wrong_version = protocol::encode(&SyncRequest { version: 99, ..valid.clone() });
     let update_the_app =
-        format!("please update the app: the server speaks sync protocol version {}, this app version 99", protocol::PROTOCOL_VERSION);
+        format!("please update the app: the server speaks sync protocol versions 3 to {}, this app version 99", protocol::PROTOCOL_VERSION);
 
     // (name, body, status, words the message must contain)
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![

@@ -10,8 +10,13 @@ use sha2::{Digest, Sha256};
 use crate::document::shipped;
 use crate::model::Role;
 
-/// The protocol version this code speaks; a message with another version is refused.
+/// The protocol version this code speaks. Phones speak it alone; the server also answers
+/// phones on versions back to `OLDEST_VERSION`, in their version.
 pub const PROTOCOL_VERSION: u16 = 4;
+
+/// The oldest version the server answers: phones on version 3 (whose answers carry no
+/// `role`) keep syncing while their members update the app.
+pub const OLDEST_VERSION: u16 = 3;
 
 /// The content type of sync requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-doorstep-sync";
@@ -114,6 +119,21 @@ impl WholeDocuments {
         }
         Ok(self.household_ids.iter().map(String::as_str).zip(documents).collect())
     }
+}
+
+/// A `SyncResponse` as version 3 lays it out: the same fields, in the same order, without
+/// `role` (postcard writes a struct as its fields one after another).
+#[derive(Serialize)]
+struct Version3<'a> {
+    version: u16,
+    acks: &'a [Ack],
+    data: &'a [HouseholdData],
+    whole: &'a Option<WholeDocuments>,
+    removed: &'a [String],
+    position: &'a Position,
+    more: bool,
+    reconcile_needed: bool,
+    server_heads: &'a [Heads],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,9 +243,11 @@ impl SyncRequest {
         }
     }
 
+    /// Decode a phone's request, of any version from `OLDEST_VERSION` on (the request
+    /// is the same in each).
     pub fn decode(bytes: &[u8], limit: usize) -> Result<SyncRequest, DecodeError> {
         let request: SyncRequest = decode(bytes, limit)?;
-        if request.version != PROTOCOL_VERSION {
+        if !(OLDEST_VERSION..=PROTOCOL_VERSION).contains(&request.version) {
             return Err(DecodeError::Version(request.version));
         }
         Ok(request)
@@ -253,6 +275,26 @@ impl SyncResponse {
     /// Encode the server's answer, compressed at `RESPONSE_ZSTD_LEVEL`.
     pub fn encode(&self) -> Vec<u8> {
         encode_at(self, RESPONSE_ZSTD_LEVEL)
+    }
+
+    /// Encode the answer to a request of `version` (from `OLDEST_VERSION` on): version 3
+    /// is this message without `role`.
+    pub fn encode_for(&self, version: u16) -> Vec<u8> {
+        if version >= PROTOCOL_VERSION {
+            return self.encode();
+        }
+        let v3 = Version3 {
+            version,
+            acks: &self.acks,
+            data: &self.data,
+            whole: &self.whole,
+            removed: &self.removed,
+            position: &self.position,
+            more: self.more,
+            reconcile_needed: self.reconcile_needed,
+            server_heads: &self.server_heads,
+        };
+        encode_at(&v3, RESPONSE_ZSTD_LEVEL)
     }
 
     pub fn decode(bytes: &[u8], limit: usize) -> Result<SyncResponse, DecodeError> {
