@@ -949,11 +949,14 @@ pub(crate) mod fixtures {
         Author { member_id: "m1".into(), device_id: "phone".into() }
     }
 
-    /// A household 王 of branch b1 and community c1, created on a new actor.
+    /// A household 王 of branch b1 and community c1, as it is entered.
+    pub fn new_household() -> NewHousehold {
+        NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() }
+    }
+
+    /// That household, created on a new actor.
     pub fn household() -> HouseholdDocument {
-        let new =
-            NewHousehold { family_name: "王".into(), branch_id: "b1".into(), community_id: "c1".into(), ..Default::default() };
-        HouseholdDocument::create(&ActorId::random(), &author(), 1_000, &new).unwrap()
+        HouseholdDocument::create(&ActorId::random(), &author(), 1_000, &new_household()).unwrap()
     }
 
     /// An in-person visit to `household_id` with `notes`.

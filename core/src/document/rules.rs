@@ -92,14 +92,8 @@ pub fn check_change(
         view.absorb(read);
     }
     for (id, wrote) in &visits {
-        // A member's change makes a record only at a key that held nothing before it.
-        let created = is_member && wrote.key;
-        if created {
-            refuse_replacing(doc, change, ("visits", id), wrote.replaced, ("走访记录", "visit"))?;
-        }
-        if is_member && wrote.stamp && !created {
-            return Err("不能修改走访记录的记录人 / the recorder of a visit cannot be changed".into());
-        }
+        let stamp_kept = "不能修改走访记录的记录人 / the recorder of a visit cannot be changed";
+        let created = is_member && wrote.made_by_member(doc, change, ("visits", id), ("走访记录", "visit"), stamp_kept)?;
         // Who took part is set when the visit is recorded, so that it also says, as
         // before this change, who else may change the visit (below).
         if is_member && wrote.visitors && !created {
@@ -131,13 +125,8 @@ pub fn check_change(
         view.absorb(read);
     }
     for (id, wrote) in &issues {
-        let created = is_member && wrote.key;
-        if created {
-            refuse_replacing(doc, change, ("issues", id), wrote.replaced, ("问题记录", "issue"))?;
-        }
-        if is_member && wrote.stamp && !created {
-            return Err("不能修改问题的提出人 / who raised an issue cannot be changed".into());
-        }
+        let stamp_kept = "不能修改问题的提出人 / who raised an issue cannot be changed";
+        let created = is_member && wrote.made_by_member(doc, change, ("issues", id), ("问题记录", "issue"), stamp_kept)?;
         let unfit = |e: &dyn std::fmt::Display| format!("问题记录不符合格式 / issue {id} does not fit the schema: {e}");
         let read = doc.view(&Scope::issue(id)).map_err(|e| unfit(&e))?;
         let Some((_, Some(issue))) = read.issues.first() else { return Err(unfit(&"it is missing")) };
@@ -178,6 +167,29 @@ pub fn may_change_visit(visit: &Visit, member_id: &str, role: Role) -> bool {
 }
 
 impl Wrote {
+    /// For a member's change to record `id` under `records`: whether it made the record.
+    /// A member's change makes a record only at a key that held nothing before it, so one
+    /// that wrote the key is refused if the key held a record (one the change replaced,
+    /// or another made concurrently with it, which Automerge may show in its place). The
+    /// record's stamp (who recorded or raised it) is set when it is made: changing it
+    /// afterwards is refused with `stamp_kept`.
+    fn made_by_member(
+        &self,
+        doc: &HouseholdDocument,
+        change: &Change,
+        (records, id): (&str, &str),
+        (zh, en): (&str, &str),
+        stamp_kept: &str,
+    ) -> Result<bool, String> {
+        if self.key && found_there(doc, change, &[records, id], self.replaced) {
+            return Err(format!("该{zh}已存在，不能替换 / {en} {id} already holds a record, which cannot be replaced"));
+        }
+        if self.stamp && !self.key {
+            return Err(stamp_kept.into());
+        }
+        Ok(self.key)
+    }
+
     /// Take one path the change wrote under the record (`rest`, after its id).
     fn note(&mut self, rest: &[&str], replaced: bool, stamp: &str) {
         match rest {
@@ -197,21 +209,6 @@ impl Wrote {
     }
 }
 
-/// Refuse a member's change that wrote the key of record `id` under `records` if the key
-/// held a record: one the change `replaced`, or another made concurrently with it, which
-/// Automerge may show in its place. Otherwise the change made it.
-fn refuse_replacing(
-    doc: &HouseholdDocument,
-    change: &Change,
-    (records, id): (&str, &str),
-    replaced: bool,
-    (zh, en): (&str, &str),
-) -> Result<(), String> {
-    if found_there(doc, change, &[records, id], replaced) {
-        return Err(format!("该{zh}已存在，不能替换 / {en} {id} already holds a record, which cannot be replaced"));
-    }
-    Ok(())
-}
 
 /// Whether a change that wrote the key at `path` found something there: a value it
 /// `replaced` (from `paths_written_by`), or one made concurrently that the key still shows.
@@ -231,7 +228,7 @@ fn check_history(
 ) -> Result<(), String> {
     let changed =
         || format!("问题的状态变更和评论写入后不能修改 / issue {id}: its status moves and comments cannot be changed once made");
-    // Past `refuse_replacing`, a member's change that wrote the issue's key made it.
+    // Past `made_by_member`, a member's change that wrote the issue's key made it.
     if wrote.lists && !wrote.key {
         return Err(changed());
     }

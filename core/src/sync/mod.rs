@@ -271,9 +271,9 @@ mod tests {
     //! Whole documents in a server's answer; the role it gives.
 
     use super::*;
-    use crate::document::fixtures::visit;
+    use crate::document::fixtures::{new_household, visit};
     use crate::exchange::HouseholdHeads;
-    use crate::model::{HouseholdUpdate, NewHousehold, Role, VisitUpdate};
+    use crate::model::{HouseholdUpdate, Role, VisitUpdate};
 
     /// Households whose loading panics, as a bug in Automerge set off by a document would.
     static PANIC_LOADING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -389,15 +389,7 @@ mod tests {
             m2.delete_visit(&theirs.id).unwrap_err(),
             m2.set_member_assigned(&h, "m-2", true).unwrap_err(),
             m2.update_household(&h, &HouseholdUpdate { archived: Some(true), ..HouseholdUpdate::default() }).unwrap_err(),
-            m2.create_household(&NewHousehold {
-                family_name: "李".into(),
-                address: "平洲路 2 号".into(),
-                community_id: "c-1".into(),
-                branch_id: "b-1".into(),
-                assigned_members: vec!["m-2".into()],
-                ..NewHousehold::default()
-            })
-            .unwrap_err(),
+            m2.create_household(&new_household()).unwrap_err(),
         ];
         let reasons: Vec<String> = refusals.iter().map(ToString::to_string).collect();
         assert!(refusals.iter().all(|e| matches!(e, Error::NotAllowed { .. })), "{reasons:?}");
