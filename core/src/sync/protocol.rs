@@ -272,16 +272,11 @@ impl SyncResponse {
         }
     }
 
-    /// Encode the server's answer, compressed at `RESPONSE_ZSTD_LEVEL`.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_at(self, RESPONSE_ZSTD_LEVEL)
-    }
-
-    /// Encode the answer to a request of `version` (from `OLDEST_VERSION` on): version 3
-    /// is this message without `role`.
+    /// Encode the server's answer to a request of `version` (from `OLDEST_VERSION` on),
+    /// compressed at `RESPONSE_ZSTD_LEVEL`: version 3 is this message without `role`.
     pub fn encode_for(&self, version: u16) -> Vec<u8> {
         if version >= PROTOCOL_VERSION {
-            return self.encode();
+            return encode_at(self, RESPONSE_ZSTD_LEVEL);
         }
         let v3 = Version3 {
             version,
