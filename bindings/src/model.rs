@@ -475,7 +475,7 @@ pub struct NewVisit {
     pub household_id: String,
     pub started_at_ms: i64,
     pub mode: VisitMode,
-    /// Members who took part; the recording member is added if missing.
+    /// Members who took part, each kept once; the recording member is added if missing.
     #[uniffi(default)]
     pub visitors: Vec<String>,
     #[uniffi(default)]

@@ -428,7 +428,7 @@ pub struct GuardianUpdate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVisit {
     pub household_id: String,
-    /// Members who took part; the recording member is added if missing.
+    /// Members who took part, each kept once; the recording member is added if missing.
     pub visitors: Vec<String>,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,

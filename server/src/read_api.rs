@@ -11,6 +11,8 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use doorstep_core::IssueStatus;
+
 use crate::error::{Result, ServerError};
 use crate::extract::Checked;
 use crate::http::{caller, App};
@@ -24,26 +26,82 @@ pub fn routes() -> Router<App> {
         .route("/v1/stats", get(stats))
 }
 
-/// Filters shared by the list endpoints; dates are `YYYY-MM-DD` (China time).
+/// The query of every read endpoint; dates are `YYYY-MM-DD` (China time, UTC+8). Each
+/// endpoint refuses a filter that means nothing for it, and any unknown name, so that a
+/// misspelt filter is an error rather than a wider answer. `docs/read-api.md` describes
+/// them.
 #[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     pub branch: Option<String>,
     pub community: Option<String>,
+    /// Households assigned to this member; for `/v1/visits`, the visits the member
+    /// recorded or took part in.
     pub member: Option<String>,
+    /// Issues in this status, or `active`: open, acknowledged, referred or in progress.
     pub status: Option<String>,
-    /// Only open issues whose due date is before this day.
+    /// Issues still active whose due date is before this day; for `/v1/stats`, the day
+    /// overdue issues are counted on (default: today).
     pub overdue_on: Option<String>,
-    /// Visits (or issues raised) on or after this day.
+    /// Visits (or issues raised, or resolved for the statistics) on or after this day.
     pub from: Option<String>,
-    /// Visits (or issues raised) on or before this day.
+    /// The same, on or before this day.
     pub to: Option<String>,
 }
 
-/// Milliseconds at 00:00 China time (UTC+8) of a `YYYY-MM-DD` day.
-fn day_start_ms(field: &str, day: &str) -> Result<i64> {
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
-        .map_err(|_| ServerError::BadRequest(format!("{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD, got {day:?}")))?;
-    Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis() - 8 * 3600 * 1000)
+const DAY_MS: i64 = 86_400_000;
+
+/// A day given as `field`, written exactly `YYYY-MM-DD`.
+fn day(field: &str, text: &str) -> Result<chrono::NaiveDate> {
+    doorstep_core::document::parse_date(text)
+        .ok_or_else(|| ServerError::BadRequest(format!("{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD, got {text:?}")))
+}
+
+/// Milliseconds at 00:00 China time (UTC+8) of `date`.
+fn day_start_ms(date: chrono::NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis() - 8 * 3600 * 1000
+}
+
+/// A filter `endpoint` does not take, given: refused.
+fn refuse_filter(given: &Option<String>, name: &str, endpoint: &str) -> Result<()> {
+    match given {
+        Some(_) => Err(ServerError::BadRequest(format!("{endpoint} 不能按 {name} 筛选 / {endpoint} takes no {name} filter"))),
+        None => Ok(()),
+    }
+}
+
+/// The days `from` to `to`, both included, as `[start, end)` in milliseconds.
+#[derive(Clone, Copy)]
+struct Period {
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+impl Period {
+    fn of(f: &Filter) -> Result<Period> {
+        let from = f.from.as_deref().map(|d| day("from", d)).transpose()?;
+        let to = f.to.as_deref().map(|d| day("to", d)).transpose()?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from > to {
+                return Err(ServerError::BadRequest(format!("from 晚于 to / from ({from}) is after to ({to})")));
+            }
+        }
+        Ok(Period { start: from.map(day_start_ms), end: to.map(|d| day_start_ms(d) + DAY_MS) })
+    }
+
+    /// ` AND` conditions keeping `column` (milliseconds) in the period, with their parameters.
+    fn condition(&self, column: &str) -> (String, Vec<Value>) {
+        let (mut sql, mut params) = (String::new(), Vec::new());
+        if let Some(start) = self.start {
+            sql.push_str(&format!(" AND {column} >= ?"));
+            params.push(Value::Integer(start));
+        }
+        if let Some(end) = self.end {
+            sql.push_str(&format!(" AND {column} < ?"));
+            params.push(Value::Integer(end));
+        }
+        (sql, params)
+    }
 }
 
 /// The SQL condition (on households `h`) limiting rows to what `member` may see, plus
@@ -92,17 +150,22 @@ pub struct HouseholdRow {
     pub branch_id: String,
     pub archived: bool,
     pub assigned_members: Vec<String>,
+    /// Visits in the period (`from`, `to`), or ever.
     pub visits: u32,
     pub open_issues: u32,
 }
 
 async fn households(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<HouseholdRow>>> {
     let member = caller(&app, &headers).await?;
-    let (scope, params) = household_scope(&member, &f)?;
+    refuse_filter(&f.status, "status", "/v1/households")?;
+    refuse_filter(&f.overdue_on, "overdue_on", "/v1/households")?;
+    let (visit_period, mut params) = Period::of(&f)?.condition("v.started_at");
+    let (scope, scope_params) = household_scope(&member, &f)?;
+    params.extend(scope_params);
     let sql = format!(
         "SELECT h.id, h.family_name, h.address, h.community_id, h.branch_id, h.archived,
                 (SELECT json_group_array(member_id) FROM household_members m WHERE m.household_id = h.id),
-                (SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted),
+                (SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period}),
                 (SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted
                    AND i.status IN ({open}))
          FROM households h WHERE {scope} ORDER BY h.community_id, h.family_name, h.id",
@@ -142,20 +205,11 @@ pub struct VisitRow {
     pub mode: String,
 }
 
-fn period(f: &Filter, column: &str, sql: &mut String, params: &mut Vec<Value>) -> Result<()> {
-    if let Some(from) = &f.from {
-        sql.push_str(&format!(" AND {column} >= ?"));
-        params.push(Value::Integer(day_start_ms("from", from)?));
-    }
-    if let Some(to) = &f.to {
-        sql.push_str(&format!(" AND {column} < ?"));
-        params.push(Value::Integer(day_start_ms("to", to)? + 86_400_000));
-    }
-    Ok(())
-}
-
 async fn visits(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<VisitRow>>> {
     let member = caller(&app, &headers).await?;
+    refuse_filter(&f.status, "status", "/v1/visits")?;
+    refuse_filter(&f.overdue_on, "overdue_on", "/v1/visits")?;
+    let period = Period::of(&f)?;
     let (scope, mut params) = household_scope(&member, &Filter { member: None, ..f.clone() })?;
     let mut sql = format!(
         "SELECT v.id, v.household_id, h.community_id, h.branch_id, v.recorded_by, v.visitors, v.started_at, v.ended_at, v.mode
@@ -167,7 +221,9 @@ async fn visits(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): C
         params.push(Value::Text(m.clone()));
         params.push(Value::Text(m.clone()));
     }
-    period(&f, "v.started_at", &mut sql, &mut params)?;
+    let (in_period, period_params) = period.condition("v.started_at");
+    sql.push_str(&in_period);
+    params.extend(period_params);
     sql.push_str(" ORDER BY v.started_at, v.id");
     let out = app
         .readers
@@ -208,6 +264,8 @@ pub struct IssueRow {
 
 async fn issues(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<IssueRow>>> {
     let member = caller(&app, &headers).await?;
+    let period = Period::of(&f)?;
+    let overdue_on = f.overdue_on.as_deref().map(|d| day("overdue_on", d)).transpose()?;
     let (scope, mut params) = household_scope(&member, &f)?;
     let mut sql = format!(
         "SELECT i.id, i.household_id, h.community_id, h.branch_id, i.title, i.category, i.urgency, i.status,
@@ -215,16 +273,29 @@ async fn issues(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): C
          FROM issues i JOIN households h ON h.id = i.household_id
          WHERE NOT i.deleted AND {scope}"
     );
-    if let Some(s) = &f.status {
-        sql.push_str(" AND i.status = ?");
-        params.push(Value::Text(s.clone()));
+    match f.status.as_deref() {
+        None => {}
+        Some("active") => sql.push_str(&format!(" AND i.status IN ({})", doorstep_core::store::OVERDUE_STATUSES)),
+        Some(s) if !matches!(IssueStatus::from(s), IssueStatus::Other(_)) => {
+            sql.push_str(" AND i.status = ?");
+            params.push(Value::Text(s.to_string()));
+        }
+        Some(s) => {
+            return Err(ServerError::BadRequest(format!(
+                "status 应为 open、acknowledged、referred、in_progress、resolved、closed 或 active / status must be \
+                 open, acknowledged, referred, in_progress, resolved, closed or active, got {s:?}"
+            )))
+        }
     }
-    if let Some(day) = &f.overdue_on {
-        day_start_ms("overdue_on", day)?;
+    if let Some(day) = overdue_on {
+        // Due dates are written `YYYY-MM-DD` (the core refuses any other spelling), so
+        // comparing them as text compares the days.
         sql.push_str(&format!(" AND i.status IN ({}) AND i.due_on < ?", doorstep_core::store::OVERDUE_STATUSES));
-        params.push(Value::Text(day.clone()));
+        params.push(Value::Text(day.format("%Y-%m-%d").to_string()));
     }
-    period(&f, "i.raised_at", &mut sql, &mut params)?;
+    let (in_period, period_params) = period.condition("i.raised_at");
+    sql.push_str(&in_period);
+    params.extend(period_params);
     sql.push_str(" ORDER BY i.raised_at, i.id");
     let out = app
         .readers
@@ -254,20 +325,25 @@ async fn issues(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): C
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct GroupStats {
     pub id: String,
-    /// Households assigned to at least one member.
+    /// Households assigned to at least one member, not archived.
     pub households_assigned: u32,
     /// Of those, households visited in the period.
     pub households_visited: u32,
     /// visited / assigned, 0 when nothing is assigned.
     pub coverage: f64,
+    /// Visits in the period, to any household of the group (archived ones too: the
+    /// visits were made).
     pub visits: u32,
+    /// Issues open, acknowledged, referred or in progress.
     pub open_issues: u32,
+    /// Of those, issues due before the day overdue is counted on.
     pub overdue_issues: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct MemberStats {
     pub member_id: String,
+    /// Visits in the period the member recorded or took part in, each counted once.
     pub visits: u32,
 }
 
@@ -277,6 +353,8 @@ pub struct Stats {
     pub households_visited: u32,
     pub coverage: f64,
     pub visits: u32,
+    pub open_issues: u32,
+    pub overdue_issues: u32,
     pub by_branch: Vec<GroupStats>,
     pub by_community: Vec<GroupStats>,
     pub visits_by_member: Vec<MemberStats>,
@@ -284,47 +362,36 @@ pub struct Stats {
     pub median_hours_to_resolve: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct StatsQuery {
-    #[serde(flatten)]
-    pub filter: Filter,
-    /// The day overdue is counted on (default: today, China time).
-    pub today: Option<String>,
-}
-
-async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Checked<Query<StatsQuery>>) -> Result<Json<Stats>> {
+async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Stats>> {
     let member = caller(&app, &headers).await?;
-    let (scope, params) = household_scope(&member, &q.filter)?;
-    let today = match q.today {
-        Some(d) => {
-            day_start_ms("today", &d)?;
-            d
-        }
-        None => (chrono::Utc::now() + chrono::Duration::hours(8)).format("%Y-%m-%d").to_string(),
-    };
-    let mut visit_period = String::new();
-    let mut period_params = Vec::new();
-    period(&q.filter, "v.started_at", &mut visit_period, &mut period_params)?;
-    let mut resolve_period = String::new();
-    let mut resolve_params = Vec::new();
-    period(&q.filter, "i.resolved_at", &mut resolve_period, &mut resolve_params)?;
+    refuse_filter(&f.status, "status", "/v1/stats")?;
+    let period = Period::of(&f)?;
+    let today = match &f.overdue_on {
+        Some(d) => day("overdue_on", d)?,
+        None => (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive(),
+    }
+    .format("%Y-%m-%d")
+    .to_string();
+    let (scope, params) = household_scope(&member, &f)?;
+    let (visit_period, visit_params) = period.condition("v.started_at");
+    let (resolve_period, resolve_params) = period.condition("i.resolved_at");
     let out = app
         .readers
         .read(move |conn| {
             let group = |column: &str| -> Result<Vec<GroupStats>> {
                 let sql = format!(
                     "SELECT h.{column},
-                        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM household_members m WHERE m.household_id = h.id)),
-                        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM household_members m WHERE m.household_id = h.id)
+                        count(*) FILTER (WHERE NOT h.archived AND EXISTS (SELECT 1 FROM household_members m WHERE m.household_id = h.id)),
+                        count(*) FILTER (WHERE NOT h.archived AND EXISTS (SELECT 1 FROM household_members m WHERE m.household_id = h.id)
                                            AND EXISTS (SELECT 1 FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period})),
                         coalesce(sum((SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period})), 0),
                         coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({open}))), 0),
                         coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({open}) AND i.due_on < ?)), 0)
-                     FROM households h WHERE NOT h.archived AND {scope} GROUP BY h.{column} ORDER BY h.{column}",
+                     FROM households h WHERE {scope} GROUP BY h.{column} ORDER BY h.{column}",
                     open = doorstep_core::store::OVERDUE_STATUSES
                 );
-                let mut p = period_params.clone();
-                p.extend(period_params.clone());
+                let mut p = visit_params.clone();
+                p.extend(visit_params.clone());
                 p.push(Value::Text(today.clone()));
                 p.extend(params.clone());
                 rows(conn, &sql, p, |r| {
@@ -334,7 +401,7 @@ async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Ch
                         id: r.get(0)?,
                         households_assigned: assigned,
                         households_visited: visited,
-                        coverage: if assigned == 0 { 0.0 } else { visited as f64 / assigned as f64 },
+                        coverage: coverage(visited, assigned),
                         visits: r.get(3)?,
                         open_issues: r.get(4)?,
                         overdue_issues: r.get(5)?,
@@ -343,13 +410,15 @@ async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Ch
             };
             let by_branch = group("branch_id")?;
             let by_community = group("community_id")?;
-            let mut p = period_params.clone();
+            let mut p = visit_params.clone();
             p.extend(params.clone());
+            // Whoever recorded the visit, and each member who took part, once per visit.
             let visits_by_member = rows(
                 conn,
                 &format!(
-                    "SELECT m.value, count(*) FROM visits v JOIN households h ON h.id = v.household_id, json_each(v.visitors) m
-                     WHERE NOT v.deleted {visit_period} AND {scope} GROUP BY m.value ORDER BY count(*) DESC, m.value"
+                    "SELECT m.value, count(DISTINCT v.id) FROM visits v JOIN households h ON h.id = v.household_id,
+                            json_each(json_insert(v.visitors, '$[#]', v.recorded_by)) m
+                     WHERE NOT v.deleted {visit_period} AND {scope} GROUP BY m.value ORDER BY 2 DESC, m.value"
                 ),
                 p,
                 |r| Ok(MemberStats { member_id: r.get(0)?, visits: r.get(1)? }),
@@ -371,13 +440,15 @@ async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Ch
                 n if n % 2 == 1 => Some(hours[n / 2]),
                 n => Some((hours[n / 2 - 1] + hours[n / 2]) / 2.0),
             };
-            let households_assigned = by_branch.iter().map(|g| g.households_assigned).sum();
-            let households_visited = by_branch.iter().map(|g| g.households_visited).sum();
+            let total = |count: fn(&GroupStats) -> u32| by_branch.iter().map(count).sum::<u32>();
+            let (households_assigned, households_visited) = (total(|g| g.households_assigned), total(|g| g.households_visited));
             Ok(Stats {
                 households_assigned,
                 households_visited,
-                coverage: if households_assigned == 0 { 0.0 } else { households_visited as f64 / households_assigned as f64 },
-                visits: by_branch.iter().map(|g| g.visits).sum(),
+                coverage: coverage(households_visited, households_assigned),
+                visits: total(|g| g.visits),
+                open_issues: total(|g| g.open_issues),
+                overdue_issues: total(|g| g.overdue_issues),
                 by_branch,
                 by_community,
                 visits_by_member,
@@ -386,4 +457,13 @@ async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(q)): Ch
         })
         .await?;
     Ok(Json(out))
+}
+
+/// Households visited over households assigned; 0 when none is assigned.
+fn coverage(visited: u32, assigned: u32) -> f64 {
+    if assigned == 0 {
+        0.0
+    } else {
+        visited as f64 / assigned as f64
+    }
 }

@@ -221,7 +221,7 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     for path in [
         "/v1/visits?from=yesterday",
         "/v1/issues?overdue_on=2026-13-45",
-        "/v1/stats?today=soon",
+        "/v1/stats?overdue_on=soon",
         "/v1/admin/quarantine?status=maybe",
     ] {
         let (s, v) = get(&format!("{url}{path}"), &admin_token);

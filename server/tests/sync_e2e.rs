@@ -80,7 +80,7 @@ fn three_phones_record_offline_sync_in_random_orders_and_converge() {
 
     // The coordinator (branch b1, community c2) sees the merged result of their scope.
     let (_, coord_token) = admin.device("coord");
-    let (status, stats) = get(&format!("{}/v1/stats?today=2026-12-10", server.url), &coord_token);
+    let (status, stats) = get(&format!("{}/v1/stats?overdue_on=2026-12-10", server.url), &coord_token);
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["visits"], 4, "{stats}");
     assert_eq!(stats["households_assigned"], 3);

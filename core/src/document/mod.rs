@@ -123,12 +123,20 @@ fn corrupt(id: &str, e: impl std::fmt::Display) -> Error {
 
 /// A calendar date typed by a person: `YYYY-MM-DD`.
 pub fn check_date(field: &str, value: &str) -> Result<()> {
-    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|_| ()).map_err(|_| {
+    parse_date(value).map(|_| ()).ok_or_else(|| {
         Error::invalid(
             format!("{field} 应为 年-月-日 格式的日期，收到“{value}”"),
             format!("{field} must be a date as YYYY-MM-DD, got {value:?}"),
         )
     })
+}
+
+/// A date written exactly as `YYYY-MM-DD` (`2026-03-05`, not `2026-3-5` nor ` 2026-03-05`,
+/// which chrono also reads): dates are compared as text (overdue is `due_on` before
+/// today), which holds only for this one spelling.
+pub fn parse_date(value: &str) -> Option<chrono::NaiveDate> {
+    let date = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+    (date.format("%Y-%m-%d").to_string() == value).then_some(date)
 }
 
 fn check_not_blank(field: &str, value: &str) -> Result<()> {
@@ -717,9 +725,15 @@ impl HouseholdDocument {
             check_date("follow_up_on/回访日期", d)?;
         }
         let visits = Self::map_at(&self.doc, &["visits"]).ok_or_else(|| Error::not_found("household", &self.id))?;
-        let mut visitors = new.visitors.clone();
-        if !visitors.contains(&author.member_id) {
-            visitors.insert(0, author.member_id.clone());
+        // Each member once; the recording member first if not named.
+        let mut visitors = Vec::with_capacity(new.visitors.len() + 1);
+        if !new.visitors.contains(&author.member_id) {
+            visitors.push(author.member_id.clone());
+        }
+        for member in &new.visitors {
+            if !visitors.contains(member) {
+                visitors.push(member.clone());
+            }
         }
         let id = new_id();
         let value = VisitDoc {
