@@ -549,7 +549,13 @@ fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
     };
     let client = request.position.clone().unwrap_or(Position { epoch: epoch.clone(), seq: 0, grant: 0 });
     if recognised && request.reconcile.is_none() {
-        tx.confirm_grant(&device.id, client.grant)?;
+        let left = tx.confirm_grant(&device.id, client.grant)?;
+        // Changes the member made to a household while the answer removing it was on its
+        // way: the phone kept the household for them, and they are taken. It is held
+        // again until then; the answer removes it once more.
+        for household_id in left.iter().filter(|h| job.changes.iter().any(|(pushed, _)| pushed == *h)) {
+            tx.grant_household(&device.id, household_id, client.grant, client.seq)?;
+        }
     }
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
     let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
@@ -717,8 +723,20 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
             tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
         }
         let scope_set: HashSet<&String> = scope.iter().collect();
-        for household_id in client_heads.iter().map(|h| &h.household_id).filter(|h| !scope_set.contains(h)) {
-            if request.more_to_push {
+        for client in client_heads.iter().filter(|h| !scope_set.contains(&h.household_id)) {
+            let household_id = &client.household_id;
+            // A household that left the scope, which the phone holds changes to that the
+            // server lacks (it was restored from an older backup): its heads, so that the
+            // phone pushes them before the household leaves it.
+            let lacking = match docs.get(tx, household_id)? {
+                Some(doc) => client.heads.iter().any(|h| !doc.has_change(&ChangeHash(*h))).then(|| heads_of(doc)),
+                None => (!client.heads.is_empty()).then(Vec::new),
+            };
+            let to_push = lacking.is_some();
+            if let Some(heads) = lacking {
+                response.server_heads.push(Heads { household_id: household_id.clone(), heads });
+            }
+            if request.more_to_push || to_push {
                 // Still held, to be removed once its changes were pushed.
                 tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
             } else {

@@ -12,7 +12,11 @@
 //! (c) restore from an older backup: phones' positions are not recognised, a full
 //!     reconciliation by heads loses nothing on either side, even when other phones pushed
 //!     to the restored server first; a change quarantined after the backup is held again;
-//! (d) a phone restored from its own older backup gets back what it sent since.
+//! (d) a phone restored from its own older backup gets back what it sent since;
+//! (e) a visit recorded while the answer removing its household was on its way is taken
+//!     before the household leaves the phone, also when the next answer is lost;
+//! (f) households that left a phone's scope in a restored backup take the phone's
+//!     changes the server lost before they leave it.
 
 mod support;
 
@@ -472,4 +476,118 @@ fn a_reassigned_household_stays_until_an_outbox_of_several_requests_was_taken() 
     assert!(admin.quarantine(None).is_empty());
     p2.sync(server).unwrap();
     assert_eq!(p2.visit_ids(&moving), visits);
+}
+
+/// Send `request` as `phone`'s next sync request; the server's answer.
+fn send(server: &Server, phone: &Phone, request: &doorstep_core::sync::protocol::SyncRequest) -> doorstep_core::sync::protocol::SyncResponse {
+    let (status, body) = raw_sync_bytes(&server.url, Some(&phone.token), doorstep_core::sync::protocol::encode(request));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    doorstep_core::sync::protocol::SyncResponse::decode(&body, 64 << 20).expect("a sync answer")
+}
+
+#[test]
+fn a_change_made_while_the_answer_removing_its_household_was_on_its_way_is_taken_before_it_leaves() {
+    // The phone builds its request with nothing to push; the member records a visit while
+    // it travels; the answer says the household left the phone's scope.
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
+    let moving = admin.household("搬", "c1", "b1", &["m1"]);
+    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
+    p1.sync(server).unwrap();
+    admin.assign(&moving, "m2", true);
+    admin.assign(&moving, "m1", false);
+    let options = doorstep_core::SyncOptions::default();
+    let request = p1.replica.sync_request(options.page_bytes, options.push_bytes).unwrap();
+    assert!(request.changes.is_empty() && !request.more_to_push);
+    let late = p1.replica.record_visit(&new_visit(&moving, 1_000, "请求途中记录")).unwrap().id;
+    let answer = send(server, &p1, &request);
+    assert_eq!(answer.removed, vec![moving.clone()]);
+    let step = p1.replica.apply_sync_response(answer).unwrap();
+    assert!(step.households_removed.is_empty() && step.again, "kept for the visit, pushed next: {step:?}");
+    assert_eq!(p1.visit_ids(&moving), vec![late.clone()]);
+
+    // The next request pushes it; its answer is lost, and the request is sent again with
+    // one more visit the member recorded meanwhile.
+    let request = p1.replica.sync_request(options.page_bytes, options.push_bytes).unwrap();
+    assert_eq!(request.changes.len(), 1);
+    let lost = send(server, &p1, &request);
+    assert_eq!(lost.removed, vec![moving.clone()], "taken, then removed again");
+    let later = p1.replica.record_visit(&new_visit(&moving, 2_000, "应答丢失后记录")).unwrap().id;
+    let r = p1.sync(server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (2, 0), "{r:?}");
+    assert_eq!(r.households_removed, vec![moving.clone()], "{r:?}");
+    assert!(p1.replica.list_households().unwrap().is_empty(), "it left the phone");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert!(admin.quarantine(None).is_empty(), "{:?}", admin.quarantine(None));
+    p2.sync(server).unwrap();
+    assert_eq!(p2.visit_ids(&moving), vec![late, later], "the new member has both");
+}
+
+#[test]
+fn households_that_left_the_scope_in_a_restored_backup_take_the_phones_changes_before_they_leave() {
+    // After the backup, a coordinator's scope grew to branch b2 and the coordinator noted
+    // something on a b2 household; a b1 household was assigned to m1, who recorded a visit.
+    // Both were acknowledged. In the restored store the coordinator's scope is b1 again and
+    // the household is not m1's: the phones alone hold those changes, and must not drop
+    // them with the households.
+    let mut district = District::start();
+    let backup = district.dir.path().join("backup.sqlite3");
+    let (widened, moving, sec, p1) = {
+        let admin = district.admin();
+        admin.branch_b1(&["c1"], &["m1", "m2"]);
+        admin.branch("b2");
+        admin.member("m3", "b2");
+        admin.coordinator("sec", &["b1"], &[]);
+        let widened = admin.household("扩", "c1", "b2", &["m3"]);
+        let moving = admin.household("搬", "c1", "b1", &["m2"]);
+        let (sec, p1) = (district.phone("sec", "sec"), district.phone("m1", "m1"));
+        sec.sync(&district.server).unwrap();
+        p1.sync(&district.server).unwrap();
+        (widened, moving, sec, p1)
+    };
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    let admin = district.admin();
+    admin.coordinator("sec", &["b1", "b2"], &[]);
+    sec.sync(&district.server).unwrap();
+    let noted = HouseholdUpdate { notes: Some("书记备注：备份后".into()), ..Default::default() };
+    sec.replica.update_household(&widened, &noted).unwrap();
+    assert_eq!(sec.sync(&district.server).unwrap().accepted, 1);
+    admin.assign(&moving, "m1", true);
+    p1.sync(&district.server).unwrap();
+    let visit = p1.replica.record_visit(&new_visit(&moving, 1_000, "备份后的走访")).unwrap().id;
+    assert_eq!(p1.sync(&district.server).unwrap().accepted, 1);
+    drop(admin);
+
+    district.server.kill();
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    district.server = Server::start(&district.data);
+    let admin = district.admin();
+    assert!(admin.visit_ids().is_empty(), "the restored store is the backup");
+
+    // The coordinator's note is the phone's own change: taken, then the household leaves.
+    let r = sec.sync(&district.server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (1, 0), "pushed back: {r:?}");
+    assert!(r.households_removed.contains(&widened), "then it leaves: {r:?}");
+    assert!(sec.replica.household(&widened).is_err() && sec.replica.pending_changes().unwrap().is_empty());
+    assert!(household_row(&admin, &widened).to_string().contains("扩"));
+    let m3 = district.phone("m3", "m3");
+    m3.sync(&district.server).unwrap();
+    assert_eq!(m3.replica.household(&widened).unwrap().notes, "书记备注：备份后", "merged on the server");
+
+    // m1's visit depends on the assignment the restored server lost, which m1's phone
+    // relays but may not make: both are held for an admin, not dropped.
+    let r = p1.sync(&district.server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (0, 2), "{r:?}");
+    assert_eq!(r.households_removed, vec![moving.clone()], "{r:?}");
+    let held = admin.quarantine(Some("held"));
+    assert_eq!(held.len(), 2, "{held:?}");
+    let assignment = held.iter().find(|q| q["reason"].as_str().unwrap().contains("assigned_members")).expect("the assignment");
+    admin.ok(&format!("/v1/admin/quarantine/{}/release", assignment["hash"].as_str().unwrap()), serde_json::json!({}));
+    assert_eq!(admin.visit_ids(), vec![visit.clone()], "released with the assignment it depends on");
+    p1.sync(&district.server).unwrap();
+    assert_eq!(p1.visit_ids(&moving), vec![visit], "the household is m1's again, with the visit");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
 }

@@ -320,6 +320,15 @@ impl StoreTx<'_> {
             .optional()?)
     }
 
+    /// Whether the outbox holds changes to the household the server has not been sent or
+    /// not answered (quarantined ones aside).
+    pub fn unsent_changes_to(&self, household_id: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE household_id = ?1 AND quarantine_reason IS NULL)")?
+            .query_row([household_id], |r| r.get(0))?)
+    }
+
     /// The server merged this change: forget it.
     pub fn acknowledge(&self, hash: &str) -> Result<()> {
         self.tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?.execute([hash])?;

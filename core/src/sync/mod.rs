@@ -229,7 +229,16 @@ impl Replica {
                 }
             }
         }
+        // A household that left the scope goes, unless the member changed it while this
+        // request was on its way: those changes are pushed first (the server takes them
+        // from a device that has just heard of the removal), and the answer to that push
+        // removes it again.
+        let mut leaving_later = false;
         for household_id in &response.removed {
+            if tx.unsent_changes_to(household_id)? {
+                leaving_later = true;
+                continue;
+            }
             tx.remove_household(household_id)?;
             step.households_removed.push(household_id.clone());
         }
@@ -246,7 +255,7 @@ impl Replica {
         tx.set_meta(ROLE_KEY, response.role.as_str())?;
         tx.commit()?;
         inner.role = Some(response.role);
-        let removed: BTreeSet<&String> = response.removed.iter().chain(rebuild.iter()).collect();
+        let removed: BTreeSet<&String> = step.households_removed.iter().chain(rebuild.iter()).collect();
         keep_imports(inner, prepared);
         for id in &removed {
             inner.cache.remove(id.as_str());
@@ -257,6 +266,7 @@ impl Replica {
         let progress = step.accepted + step.quarantined + step.discarded > 0;
         step.again = response.more
             || response.reconcile_needed
+            || leaving_later
             || !to_push.is_empty()
             || (progress && (!rebuild.is_empty() || !self.lock().store.outbox_batch(1)?.is_empty()));
         let mut changed: Vec<String> = report.households_changed;

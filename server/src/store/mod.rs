@@ -137,8 +137,9 @@ pub trait WriteTx {
     fn device_grant(&self, device_id: &str) -> Result<u64>;
     fn set_device_grant(&self, device_id: &str, grant: u64) -> Result<()>;
     /// The device confirmed everything up to `grant`: forget confirmed removals, and undo
-    /// grants and removals it never confirmed (they are sent again).
-    fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<()>;
+    /// grants and removals it never confirmed (they are sent again). Returns the
+    /// households whose removal it confirmed.
+    fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<Vec<String>>;
     /// Households the device holds (granted, not removed).
     fn held_households(&self, device_id: &str) -> Result<Vec<String>>;
     /// The device received the whole document, as of change-log entry `seq`.

@@ -546,18 +546,23 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<()> {
+    fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<Vec<String>> {
         let g = grant as i64;
         let conn = self.conn();
-        conn.prepare_cached("DELETE FROM device_scope WHERE device_id = ?1 AND removed_in IS NOT NULL AND removed_in <= ?2")?
-            .execute(params![device_id, g])?;
+        let left = conn
+            .prepare_cached(
+                "DELETE FROM device_scope WHERE device_id = ?1 AND removed_in IS NOT NULL AND removed_in <= ?2
+                 RETURNING household_id",
+            )?
+            .query_map(params![device_id, g], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         conn.prepare_cached("DELETE FROM device_scope WHERE device_id = ?1 AND granted_in > ?2")?
             .execute(params![device_id, g])?;
         conn.prepare_cached("UPDATE device_scope SET removed_in = NULL WHERE device_id = ?1 AND removed_in > ?2")?
             .execute(params![device_id, g])?;
         conn.prepare_cached("UPDATE quarantine SET told_in = NULL WHERE device_id = ?1 AND told_in > ?2")?
             .execute(params![device_id, g])?;
-        Ok(())
+        Ok(left)
     }
 
     fn held_households(&self, device_id: &str) -> Result<Vec<String>> {
