@@ -572,6 +572,14 @@ pub(crate) struct PreparedImport {
     view: View,
 }
 
+impl PreparedImport {
+    /// If this is `household_id`'s import: the changes a peer at `heads` lacks, with what
+    /// arrived applied.
+    pub(crate) fn changes_since(&mut self, household_id: &str, heads: &[ChangeHash]) -> Option<Vec<Change>> {
+        (self.doc.id() == household_id).then(|| self.doc.changes_since(heads))
+    }
+}
+
 /// What arrived for one household.
 pub(crate) enum Incoming {
     /// Changes, in any order; those whose dependencies are missing wait.

@@ -16,7 +16,9 @@
 //! (e) a visit recorded while the answer removing its household was on its way is taken
 //!     before the household leaves the phone, also when the next answer is lost;
 //! (f) households that left a phone's scope in a restored backup take the phone's
-//!     changes the server lost before they leave it.
+//!     changes the server lost before they leave it;
+//! (g) a reconciliation pushes back only what the server lacks, also when both sides
+//!     changed the household since the backup.
 
 mod support;
 
@@ -590,4 +592,48 @@ fn households_that_left_the_scope_in_a_restored_backup_take_the_phones_changes_b
     p1.sync(&district.server).unwrap();
     assert_eq!(p1.visit_ids(&moving), vec![visit], "the household is m1's again, with the visit");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
+}
+
+#[test]
+fn a_reconciliation_pushes_back_only_what_the_restored_server_lacks() {
+    // Both sides changed a household since the backup: m1's phone has a visit the
+    // restored server lost, the server a visit m2 pushed after the restore. m1's phone
+    // pushes that one visit, not the household's whole history.
+    let mut district = District::start();
+    let backup = district.dir.path().join("backup.sqlite3");
+    let (shared, p1, p2) = {
+        let admin = district.admin();
+        admin.branch_b1(&["c1"], &["m1", "m2"]);
+        let shared = admin.household("共", "c1", "b1", &["m1", "m2"]);
+        (shared, district.phone("m1", "m1"), district.phone("m2", "m2"))
+    };
+    p1.sync(&district.server).unwrap();
+    p2.sync(&district.server).unwrap();
+    for i in 0..5 {
+        p1.replica.record_visit(&new_visit(&shared, 1_000 * (i + 1), &format!("备份前{i}"))).unwrap();
+    }
+    assert_eq!(p1.sync(&district.server).unwrap().accepted, 5);
+    // m2's phone has them: its visit after the restore follows them, so the server's
+    // heads are then all unknown to m1's phone before the answer is applied.
+    p2.sync(&district.server).unwrap();
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    p1.replica.record_visit(&new_visit(&shared, 10_000, "备份后")).unwrap();
+    assert_eq!(p1.sync(&district.server).unwrap().accepted, 1);
+
+    district.server.kill();
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    district.server = Server::start(&district.data);
+    p2.replica.record_visit(&new_visit(&shared, 20_000, "恢复后")).unwrap();
+    let r = p2.sync(&district.server).unwrap();
+    assert_eq!(r.accepted, 1, "{r:?}");
+
+    let r = p1.sync(&district.server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (1, 0), "the one visit the server lost: {r:?}");
+    assert!(r.households_changed.contains(&shared), "and m2's visit arrived: {r:?}");
+    p2.sync(&district.server).unwrap();
+    assert_eq!(p1.visit_ids(&shared).len(), 7);
+    assert_eq!(p1.replica.household_json(&shared).unwrap(), p2.replica.household_json(&shared).unwrap());
+    assert_eq!(district.admin().visit_ids().len(), 7);
 }

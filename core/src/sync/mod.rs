@@ -193,13 +193,21 @@ impl Replica {
         let mut to_push: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
         for heads in &response.server_heads {
             let theirs = parse_heads(&heads.heads);
-            let mut doc = match inner.take(&heads.household_id) {
-                Ok(doc) => doc,
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
+            // With what the response brought applied: the server's heads are then known,
+            // and only what the server lacks is pushed (not the household's whole history).
+            let missing = match prepared.iter_mut().find_map(|p| p.changes_since(&heads.household_id, &theirs)) {
+                Some(lacking) => outbox_entries(lacking),
+                None => {
+                    let mut doc = match inner.take(&heads.household_id) {
+                        Ok(doc) => doc,
+                        Err(Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let missing = outbox_entries(doc.changes_since(&theirs));
+                    inner.keep(doc);
+                    missing
+                }
             };
-            let missing = outbox_entries(doc.changes_since(&theirs));
-            inner.keep(doc);
             if !missing.is_empty() {
                 to_push.push((heads.household_id.clone(), missing));
             }
