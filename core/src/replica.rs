@@ -223,7 +223,11 @@ impl Replica {
             let out = match out {
                 Ok(out) => out,
                 Err(e) => {
-                    inner.keep(doc);
+                    // A change made before the failure is not stored: the copy holding it
+                    // goes, and the next edit starts from the store.
+                    if doc.heads() == before {
+                        inner.keep(doc);
+                    }
                     return Err(e);
                 }
             };
@@ -646,5 +650,38 @@ pub(crate) fn write_imports(tx: &StoreTx<'_>, prepared: &mut [PreparedImport], r
 pub(crate) fn keep_imports(inner: &mut Inner, prepared: Vec<PreparedImport>) {
     for p in prepared {
         inner.keep(p.doc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! An edit that fails after changing the document keeps nothing of it.
+
+    use super::*;
+    use crate::document::fixtures::new_household;
+
+    #[test]
+    fn an_edit_that_fails_after_changing_the_document_leaves_nothing_of_it_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.sqlite3"), "sec-1", "d-1").unwrap();
+        let h = replica.create_household(&new_household()).unwrap();
+        let renamed = HouseholdUpdate { family_name: Some("改名".into()), ..HouseholdUpdate::default() };
+        let failed = replica.edit(
+            &h.id,
+            |_: &()| Scope::household(),
+            |doc, author, now| {
+                doc.update_household(author, now, &renamed)?;
+                Err(Error::invalid("读回失败", "reading it back failed"))
+            },
+        );
+        assert!(failed.is_err());
+        assert_eq!(replica.household(&h.id).unwrap(), h, "the change that failed is not shown");
+        assert_eq!(replica.pending_changes().unwrap().len(), 1, "only the creation waits for the server");
+        // The next edit depends on what was stored, not on the change that failed.
+        replica.update_household(&h.id, &renamed).unwrap();
+        let pending = replica.lock().store.outbox_batch(usize::MAX).unwrap();
+        let last = Change::from_bytes(pending.last().unwrap().1.clone()).unwrap();
+        let first = Change::from_bytes(pending[0].1.clone()).unwrap();
+        assert_eq!(last.deps(), &[first.hash()], "{:?}", last.deps());
     }
 }
