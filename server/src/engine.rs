@@ -754,6 +754,9 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         let scope_set: HashSet<&String> = scope.iter().collect();
         let mut to_send: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
         to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
+        // Asked whole again (a change to it was discarded) after it left the device: it
+        // is not the device's any more.
+        response.removed.extend(request.rebuild.iter().filter(|h| !scope_set.contains(h) && !held.contains(*h)).cloned());
         for household_id in to_send {
             let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
             if !whole.household_ids.is_empty() && bytes + shipped.len() > budget {

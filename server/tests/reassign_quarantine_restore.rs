@@ -18,7 +18,9 @@
 //! (f) households that left a phone's scope in a restored backup take the phone's
 //!     changes the server lost before they leave it;
 //! (g) a reconciliation pushes back only what the server lacks, also when both sides
-//!     changed the household since the backup.
+//!     changed the household since the backup;
+//! (h) a change discarded after its household left the phone is dropped, and the phone
+//!     stops asking for the household.
 
 mod support;
 
@@ -636,4 +638,34 @@ fn a_reconciliation_pushes_back_only_what_the_restored_server_lacks() {
     assert_eq!(p1.visit_ids(&shared).len(), 7);
     assert_eq!(p1.replica.household_json(&shared).unwrap(), p2.replica.household_json(&shared).unwrap());
     assert_eq!(district.admin().visit_ids().len(), 7);
+}
+
+#[test]
+fn a_change_discarded_after_its_household_left_the_phone_is_dropped_and_not_asked_for_again() {
+    // m1's held change stays on the phone after the household was reassigned away; the
+    // admin then discards it. The phone drops it, asks for the household whole as after
+    // any discard, hears that it is no longer its own, and stops asking.
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1", "c2"], &["m1", "m2"]);
+    let h = admin.household("王", "c1", "b1", &["m1"]);
+    let p1 = district.phone("m1", "m1");
+    behind_on_role(&admin, &p1, "b1");
+    p1.replica.update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();
+    assert_eq!(p1.sync(server).unwrap().quarantined, 1);
+    admin.assign(&h, "m2", true);
+    admin.assign(&h, "m1", false);
+    let r = p1.sync(server).unwrap();
+    assert_eq!(r.households_removed, vec![h.clone()], "{r:?}");
+    let held = admin.quarantine(Some("held"));
+    assert_eq!(held.len(), 1, "{held:?}");
+    admin.ok(&format!("/v1/admin/quarantine/{}/discard", held[0]["hash"].as_str().unwrap()), serde_json::json!({}));
+
+    let r = p1.sync(server).unwrap();
+    assert_eq!(r.discarded, 1, "{r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert!(p1.replica.list_households().unwrap().is_empty());
+    let options = doorstep_core::SyncOptions::default();
+    let next = p1.replica.sync_request(options.page_bytes, options.push_bytes).unwrap();
+    assert!(next.rebuild.is_empty(), "not asked for again: {:?}", next.rebuild);
 }

@@ -243,6 +243,7 @@ impl Replica {
         // removes it again.
         let mut leaving_later = false;
         for household_id in &response.removed {
+            rebuild.remove(household_id);
             if tx.unsent_changes_to(household_id)? {
                 leaving_later = true;
                 continue;
