@@ -174,13 +174,12 @@ impl Replica {
                 Err(e) => tracing::warn!(household = %id, error = %e, "cannot rebuild projection"),
             }
         }
-        let mut views = Vec::new();
-        for doc in &mut docs {
-            views.push(doc.view(&Scope::Everything)?);
-        }
         let tx = inner.store.transaction()?;
-        for (doc, view) in docs.iter_mut().zip(&views) {
-            tx.save_document(doc, &[], view)?;
+        for doc in &mut docs {
+            match doc.view(&Scope::Everything) {
+                Ok(view) => tx.save_document(doc, &[], &view)?,
+                Err(e) => tracing::warn!(household = %doc.id(), error = %e, "cannot rebuild projection"),
+            }
         }
         tx.clear_meta("rebuild_projections")?;
         tx.commit()

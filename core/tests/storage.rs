@@ -1,5 +1,5 @@
 //! Storage promises: schema upgrades from every earlier version, a corrupt household
-//! isolated from the others, compaction, bad input refused without changes, and change
+//! isolated from the others (also when projections are rebuilt on opening), compaction, bad input refused without changes, and change
 //! notifications.
 
 mod common;
@@ -342,4 +342,49 @@ fn overdue_and_overview_count_from_projections() {
         vec![(IssueStatus::Open, 1), (IssueStatus::Acknowledged, 1), (IssueStatus::Resolved, 1)],
         "an undated open problem counts as open, never as overdue"
     );
+}
+
+#[test]
+fn a_household_that_cannot_be_read_keeps_its_rows_when_projections_are_rebuilt_and_the_replica_opens() {
+    // After an upgrade that rebuilds the projections, one household whose visit can no
+    // longer be read (its start time a text) must not keep the replica from opening.
+    use automerge::{transaction::Transactable, ReadDoc};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sqlite3");
+    let (bad, good, visit) = {
+        let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+        let bad = r.create_household(&new_household("m-a")).unwrap().id;
+        let good = r.create_household(&new_household("m-a")).unwrap().id;
+        let visit = r.record_visit(&new_visit(&bad, 1_000, "走访")).unwrap().id;
+        r.record_visit(&new_visit(&good, 2_000, "走访")).unwrap();
+        (bad, good, visit)
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn.prepare("SELECT data FROM doc_chunks WHERE household_id = ?1 ORDER BY seq").unwrap();
+        let bytes: Vec<u8> =
+            stmt.query_map([&bad], |r| r.get::<_, Vec<u8>>(0)).unwrap().flat_map(|chunk| chunk.unwrap()).collect();
+        drop(stmt);
+        let mut doc = automerge::AutoCommit::load(&bytes).unwrap();
+        let heads = doc.get_heads();
+        let (_, visits) = doc.get(automerge::ROOT, "visits").unwrap().unwrap();
+        let (_, record) = doc.get(&visits, visit.as_str()).unwrap().unwrap();
+        doc.put(&record, "started_at", "昨天").unwrap();
+        let increment = doc.save_after(&heads);
+        conn.execute("INSERT INTO doc_chunks (household_id, kind, data) VALUES (?1, 'incremental', ?2)", rusqlite::params![bad, increment])
+            .unwrap();
+        conn.execute("UPDATE households SET family_name = '旧' WHERE id = ?1", [&good]).unwrap();
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuild_projections', '1')", []).unwrap();
+    }
+    let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+    let rows = r.list_households().unwrap();
+    let name = r.household(&good).unwrap().family_name;
+    assert_eq!(rows.iter().find(|h| h.id == good).unwrap().family_name, name, "the readable household is rebuilt");
+    assert_eq!(rows.iter().find(|h| h.id == bad).unwrap().visit_count, 1, "the other keeps its rows");
+    assert!(r.visits(&bad).is_err(), "and reading it says why");
+    drop(r);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let left: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'rebuild_projections'", [], |r| r.get(0)).ok();
+    assert_eq!(left, None, "rebuilt once");
 }
