@@ -64,6 +64,14 @@ impl Replica {
         self.core.role().map(Role::from)
     }
 
+    /// Call once after this file was restored from a backup (the app's restore flow, e.g.
+    /// Android's `BackupAgent.onRestoreFinished`), before any edit: later edits are made
+    /// under a new Automerge actor, so that they cannot clash with what the file's earlier
+    /// life wrote after the backup was taken (which would make every sync fail).
+    pub fn restored_from_backup(&self) -> Result<()> {
+        Ok(self.core.restored_from_backup()?)
+    }
+
     // ----- households -------------------------------------------------------------
 
     /// Create a household (coordinators and the server do this; members receive them).

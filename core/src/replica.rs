@@ -185,6 +185,24 @@ impl Replica {
         tx.commit()
     }
 
+    /// Call once after this file was restored from a backup, before any edit: later
+    /// changes are made under a new Automerge actor. The file's earlier life may have gone
+    /// on writing under the old one after the backup was taken; the restored file's edits
+    /// would then take the same sequence numbers, and neither this phone nor the server
+    /// could take the other's changes to that household (every sync of the phone would
+    /// fail). Costs one more actor (16 bytes) in each household edited afterwards. (A new
+    /// actor at every opening would need no call, but made the district bench's first
+    /// sync 17% bigger: `docs/sync-benchmark.md`.)
+    pub fn restored_from_backup(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let actor = ActorId::random();
+        inner.store.set_meta("actor_id", &actor.to_hex_string())?;
+        inner.actor = actor;
+        // The documents in memory write under the old actor.
+        inner.cache.clear();
+        Ok(())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

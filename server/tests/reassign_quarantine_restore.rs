@@ -20,7 +20,9 @@
 //! (g) a reconciliation pushes back only what the server lacks, also when both sides
 //!     changed the household since the backup;
 //! (h) a change discarded after its household left the phone is dropped, and the phone
-//!     stops asking for the household.
+//!     stops asking for the household;
+//! (i) a phone restored from its own backup, told so by the app, records before its first
+//!     sync under a new actor: both lives' visits merge.
 
 mod support;
 
@@ -668,4 +670,51 @@ fn a_change_discarded_after_its_household_left_the_phone_is_dropped_and_not_aske
     let options = doorstep_core::SyncOptions::default();
     let next = p1.replica.sync_request(options.page_bytes, options.push_bytes).unwrap();
     assert!(next.rebuild.is_empty(), "not asked for again: {:?}", next.rebuild);
+}
+
+#[test]
+fn a_phone_restored_from_its_own_older_backup_and_used_before_it_syncs_keeps_both_lives() {
+    // After the backup the phone recorded a visit and synced; restored, it records
+    // another before it syncs. Had both been made under one Automerge actor, they would
+    // carry the same sequence number: neither side could take the other's, and every
+    // sync of the phone would fail from then on. The app's restore flow tells the replica.
+    let district = District::start();
+    let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
+    admin.branch_b1(&["c1"], &["m1"]);
+    let h = admin.household("王", "c1", "b1", &["m1"]);
+    let device = admin.device("m1");
+    let file = dir.path().join("m1.sqlite3");
+    let backup = dir.path().join("m1-backup.sqlite3");
+    let reopen = || Phone::new(dir.path(), "m1", "m1", device.clone());
+    let p1 = reopen();
+    p1.sync(server).unwrap();
+    let before = p1.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
+    assert_eq!(p1.sync(server).unwrap().accepted, 1);
+    let first_life = p1.replica.record_visit(&new_visit(&h, 2_000, "备份之后，同一次打开")).unwrap().id;
+    drop(p1);
+    std::fs::copy(&file, &backup).unwrap();
+    let p1 = reopen();
+    assert_eq!(p1.sync(server).unwrap().accepted, 1);
+    let lost_life = p1.replica.record_visit(&new_visit(&h, 3_000, "备份之后")).unwrap().id;
+    assert_eq!(p1.sync(server).unwrap().accepted, 1);
+    drop(p1);
+
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("m1.sqlite3{suffix}")));
+    }
+    std::fs::copy(&backup, &file).unwrap();
+    let p1 = reopen();
+    p1.replica.restored_from_backup().unwrap();
+    let restored_life = p1.replica.record_visit(&new_visit(&h, 4_000, "恢复之后，同步之前")).unwrap().id;
+    let r = p1.sync(server).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (2, 0), "the backup's unsent visit and the new one: {r:?}");
+    let mut expected = vec![before, first_life, lost_life, restored_life];
+    expected.sort();
+    let mut on_phone = p1.visit_ids(&h);
+    on_phone.sort();
+    assert_eq!(on_phone, expected);
+    let mut on_server = admin.visit_ids();
+    on_server.sort();
+    assert_eq!(on_server, expected);
+    assert!(admin.quarantine(None).is_empty());
 }

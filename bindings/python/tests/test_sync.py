@@ -101,6 +101,34 @@ def test_once_synced_a_members_phone_refuses_an_edit_of_another_members_visit(di
     assert li.pending_changes() == [], "nothing waits for the server"
 
 
+def test_a_replica_restored_from_its_backup_and_told_so_syncs_what_both_lives_recorded(district, open_replica, tmp_path):
+    d = district
+    url, token = d.server.url, d.zhang[1]
+    zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
+    sync(zhang, url, token)
+    before = zhang.record_visit(visit(d.household, "备份之前")).id
+    assert sync(zhang, url, token).accepted == 1
+    del zhang  # closes the file: the backup is a copy of it alone
+    file, backup = tmp_path / "zhang.sqlite3", tmp_path / "backup.sqlite3"
+    backup.write_bytes(file.read_bytes())
+
+    zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
+    after = zhang.record_visit(visit(d.household, "备份之后")).id
+    assert sync(zhang, url, token).accepted == 1
+    del zhang
+    for leftover in ("zhang.sqlite3-wal", "zhang.sqlite3-shm"):
+        (tmp_path / leftover).unlink(missing_ok=True)
+    file.write_bytes(backup.read_bytes())
+
+    zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])
+    zhang.restored_from_backup()
+    restored = zhang.record_visit(visit(d.household, "恢复之后，同步之前")).id
+    report = sync(zhang, url, token)
+    assert (report.accepted, report.quarantined) == (1, 0)
+    assert sorted(v.id for v in zhang.visits(d.household)) == sorted([before, after, restored])
+    assert zhang.pending_changes() == []
+
+
 def test_unreachable_server_raises_network_and_loses_nothing(district, open_replica):
     d = district
     zhang = open_replica("zhang", member="m-zhang", device=d.zhang[0])

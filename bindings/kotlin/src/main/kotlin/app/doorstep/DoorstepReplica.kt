@@ -75,6 +75,8 @@ class DoorstepReplica(
     suspend fun memberId(): String = call { memberId() }
     suspend fun deviceId(): String = call { deviceId() }
     suspend fun role(): Role? = call { role() }
+    /** Once after this file was restored from a backup, before any edit (see the core's docs). */
+    suspend fun restoredFromBackup() = call { restoredFromBackup() }
 
     // ----- households -----
     suspend fun createHousehold(household: NewHousehold): Household = call { createHousehold(household) }
