@@ -55,8 +55,7 @@ fn reassigned_household_moves_after_the_previous_phone_handed_over_its_changes()
     // m1 records offline; meanwhile the admin hands the household to m2.
     let visit = p1.replica.record_visit(&new_visit(&moving, 1_000, "交接前的走访")).unwrap().id;
     let issue = p1.replica.raise_issue(&new_issue(&moving, "交接前的问题")).unwrap().id;
-    admin.assign(&moving, "m2", true);
-    admin.assign(&moving, "m1", false);
+    to_m2(&admin, &moving);
 
     // m2's next sync brings the household (without m1's offline records yet).
     let r = p2.sync(server).unwrap();
@@ -401,6 +400,30 @@ fn restoring_an_older_backup_falls_back_to_a_reconciliation_that_loses_nothing()
     server.assert_sound();
 }
 
+/// m1's phone on a file the test backs up and restores, as a phone backup would (the
+/// phone closed meanwhile).
+struct BackedUpPhone<'a> {
+    dir: &'a std::path::Path,
+    device: (String, String),
+}
+
+impl BackedUpPhone<'_> {
+    fn open(&self) -> Phone {
+        Phone::new(self.dir, "m1", "m1", self.device.clone())
+    }
+
+    fn back_up(&self) {
+        std::fs::copy(self.dir.join("m1.sqlite3"), self.dir.join("m1-backup.sqlite3")).unwrap();
+    }
+
+    fn restore(&self) {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(self.dir.join(format!("m1.sqlite3{suffix}")));
+        }
+        std::fs::copy(self.dir.join("m1-backup.sqlite3"), self.dir.join("m1.sqlite3")).unwrap();
+    }
+}
+
 #[test]
 fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     // The phone's file goes back in time (a restored phone backup); the server still has
@@ -410,19 +433,16 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
     admin.branch_b1(&["c1"], &["m1", "m2"]);
     let h = admin.household("王", "c1", "b1", &["m1", "m2"]);
-    let device = admin.device("m1");
-    let file = dir.path().join("m1.sqlite3");
-    let backup = dir.path().join("m1-backup.sqlite3");
-    let reopen = || Phone::new(dir.path(), "m1", "m1", device.clone());
+    let m1 = BackedUpPhone { dir: dir.path(), device: admin.device("m1") };
 
-    let p1 = reopen();
+    let p1 = m1.open();
     p1.sync(server).unwrap();
     let before_backup = p1.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
     assert_eq!(p1.sync(server).unwrap().accepted, 1);
     drop(p1);
-    std::fs::copy(&file, &backup).unwrap();
+    m1.back_up();
 
-    let p1 = reopen();
+    let p1 = m1.open();
     let after_backup = p1.replica.record_visit(&new_visit(&h, 2_000, "备份之后")).unwrap().id;
     let issue = p1.replica.raise_issue(&new_issue(&h, "入学材料")).unwrap().id;
     assert_eq!(p1.sync(server).unwrap().accepted, 2);
@@ -435,11 +455,8 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     drop(p1);
 
     // Restore the backup.
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("m1.sqlite3{suffix}")));
-    }
-    std::fs::copy(&backup, &file).unwrap();
-    let p1 = reopen();
+    m1.restore();
+    let p1 = m1.open();
     assert_eq!(p1.visit_ids(&h), vec![before_backup.clone()], "the backup is older");
 
     p1.sync(server).unwrap();
@@ -455,22 +472,35 @@ fn a_phone_restored_from_its_own_older_backup_gets_back_what_it_sent_since() {
     }
 }
 
+/// A district where m1's household "搬" is about to go to m2, on m1's phone (synced) and
+/// m2's (not yet).
+fn moving_from_m1() -> (District, String, Phone, Phone) {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
+    let moving = admin.household("搬", "c1", "b1", &["m1"]);
+    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
+    p1.sync(&district.server).unwrap();
+    (district, moving, p1, p2)
+}
+
+/// The admin assigns the household to m2 and releases m1.
+fn to_m2(admin: &Admin, household: &str) {
+    admin.assign(household, "m2", true);
+    admin.assign(household, "m1", false);
+}
+
 #[test]
 fn a_reassigned_household_stays_until_an_outbox_of_several_requests_was_taken() {
     // The previous member's phone has more changes than one request carries: the
     // household must not leave it before the last of them was pushed (they would be out
     // of scope then, and held in quarantine).
-    let district = District::start();
+    let (district, moving, p1, p2) = moving_from_m1();
     let (server, admin) = (&district.server, district.admin());
-    admin.branch_b1(&["c1"], &["m1", "m2"]);
-    let moving = admin.household("搬", "c1", "b1", &["m1"]);
-    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
-    p1.sync(server).unwrap();
     let visits: Vec<String> = (0..5)
         .map(|i| p1.replica.record_visit(&new_visit(&moving, 1_000 * (i + 1), &format!("离线走访{i}"))).unwrap().id)
         .collect();
-    admin.assign(&moving, "m2", true);
-    admin.assign(&moving, "m1", false);
+    to_m2(&admin, &moving);
 
     // One change per request.
     let one_at_a_time = doorstep_core::SyncOptions { push_bytes: 1, ..Default::default() };
@@ -495,14 +525,9 @@ fn send(server: &Server, phone: &Phone, request: &doorstep_core::sync::protocol:
 fn a_change_made_while_the_answer_removing_its_household_was_on_its_way_is_taken_before_it_leaves() {
     // The phone builds its request with nothing to push; the member records a visit while
     // it travels; the answer says the household left the phone's scope.
-    let district = District::start();
+    let (district, moving, p1, p2) = moving_from_m1();
     let (server, admin) = (&district.server, district.admin());
-    admin.branch_b1(&["c1"], &["m1", "m2"]);
-    let moving = admin.household("搬", "c1", "b1", &["m1"]);
-    let (p1, p2) = (district.phone("m1", "m1"), district.phone("m2", "m2"));
-    p1.sync(server).unwrap();
-    admin.assign(&moving, "m2", true);
-    admin.assign(&moving, "m1", false);
+    to_m2(&admin, &moving);
     let options = doorstep_core::SyncOptions::default();
     let request = p1.replica.sync_request(options.page_bytes, options.push_bytes).unwrap();
     assert!(request.changes.is_empty() && !request.more_to_push);
@@ -655,8 +680,7 @@ fn a_change_discarded_after_its_household_left_the_phone_is_dropped_and_not_aske
     behind_on_role(&admin, &p1, "b1");
     p1.replica.update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();
     assert_eq!(p1.sync(server).unwrap().quarantined, 1);
-    admin.assign(&h, "m2", true);
-    admin.assign(&h, "m1", false);
+    to_m2(&admin, &h);
     let r = p1.sync(server).unwrap();
     assert_eq!(r.households_removed, vec![h.clone()], "{r:?}");
     let held = admin.quarantine(Some("held"));
@@ -682,28 +706,22 @@ fn a_phone_restored_from_its_own_older_backup_and_used_before_it_syncs_keeps_bot
     let (server, admin, dir) = (&district.server, district.admin(), &district.dir);
     admin.branch_b1(&["c1"], &["m1"]);
     let h = admin.household("王", "c1", "b1", &["m1"]);
-    let device = admin.device("m1");
-    let file = dir.path().join("m1.sqlite3");
-    let backup = dir.path().join("m1-backup.sqlite3");
-    let reopen = || Phone::new(dir.path(), "m1", "m1", device.clone());
-    let p1 = reopen();
+    let m1 = BackedUpPhone { dir: dir.path(), device: admin.device("m1") };
+    let p1 = m1.open();
     p1.sync(server).unwrap();
     let before = p1.replica.record_visit(&new_visit(&h, 1_000, "备份之前")).unwrap().id;
     assert_eq!(p1.sync(server).unwrap().accepted, 1);
     let first_life = p1.replica.record_visit(&new_visit(&h, 2_000, "备份之后，同一次打开")).unwrap().id;
     drop(p1);
-    std::fs::copy(&file, &backup).unwrap();
-    let p1 = reopen();
+    m1.back_up();
+    let p1 = m1.open();
     assert_eq!(p1.sync(server).unwrap().accepted, 1);
     let lost_life = p1.replica.record_visit(&new_visit(&h, 3_000, "备份之后")).unwrap().id;
     assert_eq!(p1.sync(server).unwrap().accepted, 1);
     drop(p1);
 
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("m1.sqlite3{suffix}")));
-    }
-    std::fs::copy(&backup, &file).unwrap();
-    let p1 = reopen();
+    m1.restore();
+    let p1 = m1.open();
     p1.replica.restored_from_backup().unwrap();
     let restored_life = p1.replica.record_visit(&new_visit(&h, 4_000, "恢复之后，同步之前")).unwrap().id;
     let r = p1.sync(server).unwrap();
