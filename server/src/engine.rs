@@ -552,8 +552,10 @@ fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
         let left = tx.confirm_grant(&device.id, client.grant)?;
         // Changes the member made to a household while the answer removing it was on its
         // way: the phone kept the household for them, and they are taken. It is held
-        // again until then; the answer removes it once more.
-        for household_id in left.iter().filter(|h| job.changes.iter().any(|(pushed, _)| pushed == *h)) {
+        // again until then (also while the phone has more to push, which may be them);
+        // the answer removes it once more.
+        let pushing = |h: &String| request.more_to_push || job.changes.iter().any(|(pushed, _)| pushed == h);
+        for household_id in left.iter().filter(|h| pushing(h)) {
             tx.grant_household(&device.id, household_id, client.grant, client.seq)?;
         }
     }

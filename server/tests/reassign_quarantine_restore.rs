@@ -14,7 +14,8 @@
 //!     to the restored server first; a change quarantined after the backup is held again;
 //! (d) a phone restored from its own older backup gets back what it sent since;
 //! (e) a visit recorded while the answer removing its household was on its way is taken
-//!     before the household leaves the phone, also when the next answer is lost;
+//!     before the household leaves the phone, also when the next answer is lost or the
+//!     visit waits behind other changes;
 //! (f) households that left a phone's scope in a restored backup take the phone's
 //!     changes the server lost before they leave it;
 //! (g) a reconciliation pushes back only what the server lacks, also when both sides
@@ -735,4 +736,32 @@ fn a_phone_restored_from_its_own_older_backup_and_used_before_it_syncs_keeps_bot
     on_server.sort();
     assert_eq!(on_server, expected);
     assert!(admin.quarantine(None).is_empty());
+}
+
+#[test]
+fn a_change_made_while_the_removal_was_on_its_way_is_taken_also_behind_other_changes() {
+    // As above, but the phone pushes one change per request and has a change to another
+    // household first: the request that confirms the removal does not carry the late
+    // visit yet.
+    let (district, moving, p1, p2) = moving_from_m1();
+    let (server, admin) = (&district.server, district.admin());
+    let staying = admin.household("留", "c1", "b1", &["m1"]);
+    p1.sync(server).unwrap();
+    to_m2(&admin, &moving);
+    let one_at_a_time = doorstep_core::SyncOptions { push_bytes: 1, ..Default::default() };
+    let request = p1.replica.sync_request(one_at_a_time.page_bytes, one_at_a_time.push_bytes).unwrap();
+    let first = p1.replica.record_visit(&new_visit(&staying, 1_000, "另一户")).unwrap().id;
+    let late = p1.replica.record_visit(&new_visit(&moving, 2_000, "请求途中记录")).unwrap().id;
+    let answer = send(server, &p1, &request);
+    assert_eq!(answer.removed, vec![moving.clone()]);
+    p1.replica.apply_sync_response(answer).unwrap();
+
+    let r = p1.sync_with(&server.url, &one_at_a_time).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (2, 0), "{r:?}");
+    assert_eq!(r.households_removed, vec![moving.clone()], "{r:?}");
+    assert!(admin.quarantine(None).is_empty());
+    assert_eq!(p1.household_ids(), vec![staying.clone()]);
+    assert_eq!(admin.visit_ids().len(), 2, "{first} and {late}");
+    p2.sync(server).unwrap();
+    assert_eq!(p2.visit_ids(&moving), vec![late]);
 }
