@@ -342,6 +342,13 @@ fn overdue_and_overview_count_from_projections() {
         vec![(IssueStatus::Open, 1), (IssueStatus::Acknowledged, 1), (IssueStatus::Resolved, 1)],
         "an undated open problem counts as open, never as overdue"
     );
+
+    // An archived household leaves the households counted, not its visit nor its problem.
+    r.update_household(&h1, &HouseholdUpdate { archived: Some(true), ..HouseholdUpdate::default() }).unwrap();
+    let overview = r.overview("2026-12-10").unwrap();
+    let pingxi = overview.iter().find(|o| o.community_id == "c-平西").unwrap();
+    assert_eq!((pingxi.households, pingxi.visited_households, pingxi.visits), (0, 0, 1));
+    assert_eq!((pingxi.open_issues, pingxi.overdue_issues), (1, 1));
 }
 
 #[test]

@@ -205,16 +205,17 @@ impl Store {
         Ok(rows)
     }
 
-    /// Per community: households, visited households, visits, open and overdue problems,
-    /// and problems per status.
+    /// Per community: households and visited households (archived ones aside), visits,
+    /// open and overdue problems, and problems per status (of archived households too, as
+    /// the server's statistics count them: the visits were made, the problems are open).
     pub fn overview(&self, today: &str) -> Result<Vec<CommunityOverview>> {
         let mut by_community: std::collections::BTreeMap<String, CommunityOverview> = Default::default();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT h.community_id, count(*), count(v.household_id), coalesce(sum(v.n), 0)
+            "SELECT h.community_id, count(*) FILTER (WHERE NOT h.archived),
+                    count(v.household_id) FILTER (WHERE NOT h.archived), coalesce(sum(v.n), 0)
              FROM households h
              LEFT JOIN (SELECT household_id, count(*) AS n FROM visits WHERE NOT deleted GROUP BY household_id) v
                     ON v.household_id = h.id
-             WHERE NOT h.archived
              GROUP BY h.community_id",
         )?;
         for row in stmt.query_map([], |r| {
