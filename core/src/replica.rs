@@ -106,6 +106,10 @@ impl Inner {
 pub struct Replica {
     inner: Mutex<Inner>,
     pub(crate) listeners: Arc<Listeners>,
+    /// Held for the whole of a sync (`sync::client`): a second sync of the replica waits
+    /// for the first, instead of both sending the same position and applying their answers
+    /// out of order (the server would then send everything of the first again).
+    pub(crate) syncing: futures_util::lock::Mutex<()>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -158,7 +162,7 @@ impl Replica {
         if inner.store.meta("rebuild_projections")?.is_some() {
             Self::rebuild_projections(&mut inner)?;
         }
-        Ok(Replica { inner: Mutex::new(inner), listeners: Arc::default() })
+        Ok(Replica { inner: Mutex::new(inner), listeners: Arc::default(), syncing: Default::default() })
     }
 
     /// Rewrite every projection from the documents (after a migration that changed them).

@@ -1,6 +1,7 @@
 //! End to end, real processes: an admin sets up a district; phones record offline,
 //! including on the same household; they sync in random orders; the coordinator API shows
-//! the merged result and every phone converges.
+//! the merged result and every phone converges. Two syncs of one phone at once run one
+//! after the other.
 
 mod support;
 use doorstep_core::*;
@@ -91,4 +92,76 @@ fn three_phones_record_offline_sync_in_random_orders_and_converge() {
     let (_, hh) = get(&format!("{}/v1/households", server.url), &coord_token);
     let ids: Vec<&str> = hh.as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 3, "b1's two households and c2's one, not the b2/c1 one: {hh}");
+}
+
+/// Posts through reqwest; each post is counted, and held while the gate is closed.
+struct Gated {
+    inner: ReqwestTransport,
+    posts: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Gated {
+    fn new(open: bool) -> Gated {
+        let permits = if open { tokio::sync::Semaphore::MAX_PERMITS } else { 0 };
+        Gated { inner: ReqwestTransport::default(), posts: Default::default(), gate: tokio::sync::Semaphore::new(permits) }
+    }
+
+    fn posts(&self) -> usize {
+        self.posts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl SyncTransport for Gated {
+    async fn post(&self, request: TransportRequest) -> std::result::Result<TransportResponse, TransportError> {
+        self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _open = self.gate.acquire().await.expect("the gate stays");
+        self.inner.post(request).await
+    }
+}
+
+#[test]
+fn two_syncs_of_one_phone_at_once_run_one_after_the_other() {
+    // A background sync is under way (its first request held on the way) when the member
+    // pulls to refresh: the second sync waits, then finds nothing new, instead of sending
+    // the same position and receiving every household a second time.
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1"]);
+    let households: Vec<String> = ["一", "二", "三"].iter().map(|f| admin.household(f, "c1", "b1", &["m1"])).collect();
+    let phone = district.phone("m1", "m1");
+    let (background, refresh) = (Gated::new(false), Gated::new(true));
+    let url = district.server.url.clone();
+    let options = SyncOptions::default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let under_way = || async {
+        while background.posts() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let (first, second) = rt.block_on(async {
+        let first = sync_with(&phone.replica, &background, &url, &phone.token, &options);
+        let second = async {
+            under_way().await;
+            sync_with(&phone.replica, &refresh, &url, &phone.token, &options).await
+        };
+        let watch = async {
+            under_way().await;
+            // Time enough for the refresh to post, were it not waiting.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let waiting = (background.posts(), refresh.posts());
+            background.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
+            waiting
+        };
+        let (first, second, waiting) = tokio::join!(first, second, watch);
+        assert_eq!(waiting, (1, 0), "the refresh waits for the background sync, sending nothing");
+        (first.unwrap(), second.unwrap())
+    });
+    let mut received = first.households_changed.clone();
+    received.sort();
+    let mut expected = households.clone();
+    expected.sort();
+    assert_eq!(received, expected, "{first:?}");
+    assert_eq!((second.round_trips, second.households_changed.len()), (1, 0), "then nothing new: {second:?}");
+    assert_eq!(phone.replica.list_households().unwrap().len(), 3);
 }

@@ -132,7 +132,8 @@ fn server_message(body: &[u8]) -> String {
 ///
 /// The replica's lock is taken only while a request is built and while a response is
 /// applied (one SQLite transaction each), never while the transport waits, so other
-/// threads use the replica meanwhile.
+/// threads use the replica meanwhile. Another sync of the same replica waits until this
+/// one has finished (or was dropped).
 pub async fn sync_with<T: SyncTransport + ?Sized>(
     replica: &Replica,
     transport: &T,
@@ -145,6 +146,9 @@ pub async fn sync_with<T: SyncTransport + ?Sized>(
         ("Authorization".to_string(), format!("Bearer {device_token}")),
         ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
     ];
+    // One sync of a replica at a time: a second one (a pull-to-refresh during a background
+    // sync) starts once the first has finished, from where it left off.
+    let _one_at_a_time = replica.syncing.lock().await;
     let mut report = SyncReport::default();
     loop {
         let request = replica.sync_request(options.page_bytes, options.push_bytes)?;
