@@ -22,17 +22,17 @@ use crate::error::{Result, ServerError};
 use crate::extract::Checked;
 use crate::org::{Branch, Community, Member, Role};
 use crate::readers::Readers;
-use crate::store::data_dir;
-use crate::store::sqlite::member_by_token;
+use crate::store::read::ReadStore;
+use crate::store::sqlite_read::SqliteReader;
 use crate::store::QuarantineStatus;
 use crate::writer::Writer;
 
 pub struct AppState {
     pub writer: Writer,
     /// Reading for the read API and backups.
-    pub readers: Readers,
+    pub readers: Readers<SqliteReader>,
     /// Looking up the member behind the token each request carries.
-    pub tokens: Readers,
+    pub tokens: Readers<SqliteReader>,
     pub limits: Limits,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
@@ -92,7 +92,7 @@ fn bearer(headers: &HeaderMap) -> Result<String> {
 pub async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
     let token_hash = hash_secret(&bearer(headers)?);
     app.tokens
-        .read(move |conn| member_by_token(conn, &token_hash)?.ok_or(ServerError::Unauthorized))
+        .read(move |store| store.member_by_token(&token_hash)?.ok_or(ServerError::Unauthorized))
         .await
 }
 
@@ -152,8 +152,7 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
 /// writes, to keep off the server's disk.
 async fn backup(State(app): State<App>, headers: HeaderMap) -> Result<Response> {
     admin_caller(&app, &headers).await?;
-    let store = app.readers.path().to_path_buf();
-    let (file, bytes) = app.readers.read(move |conn| data_dir::back_up_for_download(conn, &store)).await?;
+    let (file, bytes) = app.readers.read(|store| store.back_up_for_download()).await?;
     let name = format!("doorstep-{}.sqlite3", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
     let headers = [

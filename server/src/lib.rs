@@ -36,6 +36,7 @@ use config::Config;
 use engine::Engine;
 use readers::Readers;
 use store::sqlite::SqliteStore;
+use store::sqlite_read::SqliteReader;
 
 /// Open the store and run the server until Ctrl-C / SIGTERM.
 pub async fn serve(config: Config) -> Result<(), String> {
@@ -48,10 +49,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     let store_file = config.data_dir.join(store::data_dir::STORE_FILE);
     let start_failed = |e: std::io::Error| format!("cannot start the reader threads: {e}");
+    let readers = |threads, name| {
+        let store_file = store_file.clone();
+        Readers::start(move || SqliteReader::open(&store_file), threads, name).map_err(start_failed)
+    };
     let state = Arc::new(http::AppState {
         writer: writer::Writer::start(engine),
-        readers: Readers::start(store_file.clone(), readers::READER_THREADS, "doorstep-read").map_err(start_failed)?,
-        tokens: Readers::start(store_file, readers::TOKEN_THREADS, "doorstep-token").map_err(start_failed)?,
+        readers: readers(readers::READER_THREADS, "doorstep-read")?,
+        tokens: readers(readers::TOKEN_THREADS, "doorstep-token")?,
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),

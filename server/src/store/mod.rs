@@ -7,7 +7,9 @@
 //! committed.
 
 pub mod data_dir;
+pub mod read;
 pub mod sqlite;
+pub mod sqlite_read;
 
 use doorstep_core::document::{HouseholdDocument, View};
 pub use doorstep_core::store::Compaction;

@@ -219,21 +219,10 @@ pub(super) fn server_meta(conn: &rusqlite::Connection, key: &str) -> Result<Opti
     Ok(conn.query_row("SELECT value FROM server_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
-const MEMBER_COLUMNS: &str = "id, name, role, branch_id, scope_branches, scope_communities";
+pub(super) const MEMBER_COLUMNS: &str = "id, name, role, branch_id, scope_branches, scope_communities";
 
-/// The member behind an enrolled, unrevoked device's token; used by request
-/// authentication on read-only connections as well as inside write transactions.
-pub fn member_by_token(conn: &rusqlite::Connection, token_hash: &str) -> Result<Option<Member>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {MEMBER_COLUMNS} FROM members
-             WHERE id = (SELECT member_id FROM devices WHERE token_hash = ?1 AND revoked_at IS NULL)"
-        ))?
-        .query_row([token_hash], member_row)
-        .optional()?)
-}
-
-fn member_row(r: &Row<'_>) -> rusqlite::Result<Member> {
+/// A member, from a row of [`MEMBER_COLUMNS`].
+pub(super) fn member_row(r: &Row<'_>) -> rusqlite::Result<Member> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
         let s: String = r.get(i)?;
         Ok(serde_json::from_str(&s).unwrap_or_default())

@@ -1,0 +1,151 @@
+//! What requests read beside the writer, each reader thread with a connection of its own
+//! (`crate::readers`): the member behind a token, the coordinator's read API
+//! (`docs/read-api.md`), a backup to download. Free of SQL like the write side; the
+//! embedded implementation is `sqlite_read.rs`.
+
+use std::fs::File;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::org::Member;
+
+/// One reader of the store.
+pub trait ReadStore: Send + 'static {
+    /// The member whose device holds the token (hashed), unless it was revoked.
+    fn member_by_token(&self, token_hash: &str) -> Result<Option<Member>>;
+    fn households(&self, query: &ReadQuery) -> Result<Vec<HouseholdRow>>;
+    fn visits(&self, query: &ReadQuery) -> Result<Vec<VisitRow>>;
+    fn issues(&self, query: &ReadQuery) -> Result<Vec<IssueRow>>;
+    fn stats(&self, query: &ReadQuery) -> Result<Stats>;
+    /// A consistent copy of the whole store, made now, in a file already unlinked: its
+    /// length and the open file to stream.
+    fn back_up_for_download(&self) -> Result<(File, u64)>;
+}
+
+/// A read API query, checked: who asks (a coordinator or an admin), and the filters their
+/// endpoint takes (`crate::read_api` refuses the others).
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    pub caller: Member,
+    pub branch: Option<String>,
+    pub community: Option<String>,
+    /// Households assigned to this member; for visits, the visits the member recorded or
+    /// took part in.
+    pub member: Option<String>,
+    pub status: Option<StatusFilter>,
+    /// Issues: only those still active and due before this day. Statistics: the day
+    /// overdue issues are counted on. Written `YYYY-MM-DD`, so that days compare as text.
+    pub overdue_on: Option<String>,
+    /// Milliseconds, `[start, end)`.
+    pub period: Period,
+}
+
+/// Which issues by status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Open, acknowledged, referred or in progress.
+    Active,
+    /// Exactly this known status.
+    Is(String),
+}
+
+/// The days `from` to `to`, both included, as `[start, end)` in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Period {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct HouseholdRow {
+    pub id: String,
+    pub family_name: String,
+    pub address: String,
+    pub community_id: String,
+    pub branch_id: String,
+    pub archived: bool,
+    pub assigned_members: Vec<String>,
+    /// Visits in the period (`from`, `to`), or ever.
+    pub visits: u32,
+    pub open_issues: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct VisitRow {
+    pub id: String,
+    pub household_id: String,
+    pub community_id: String,
+    pub branch_id: String,
+    pub recorded_by: String,
+    pub visitors: Vec<String>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub mode: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct IssueRow {
+    pub id: String,
+    pub household_id: String,
+    pub community_id: String,
+    pub branch_id: String,
+    pub title: String,
+    pub category: String,
+    pub urgency: String,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub due_on: Option<String>,
+    pub raised_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+}
+
+/// Counts for one branch or one community.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupStats {
+    pub id: String,
+    /// Households assigned to at least one member, not archived.
+    pub households_assigned: u32,
+    /// Of those, households visited in the period.
+    pub households_visited: u32,
+    /// visited / assigned, 0 when nothing is assigned.
+    pub coverage: f64,
+    /// Visits in the period, to any household of the group (archived ones too: the
+    /// visits were made).
+    pub visits: u32,
+    /// Issues open, acknowledged, referred or in progress.
+    pub open_issues: u32,
+    /// Of those, issues due before the day overdue is counted on.
+    pub overdue_issues: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberStats {
+    pub member_id: String,
+    /// Visits in the period the member recorded or took part in, each counted once.
+    pub visits: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub households_assigned: u32,
+    pub households_visited: u32,
+    pub coverage: f64,
+    pub visits: u32,
+    pub open_issues: u32,
+    pub overdue_issues: u32,
+    pub by_branch: Vec<GroupStats>,
+    pub by_community: Vec<GroupStats>,
+    pub visits_by_member: Vec<MemberStats>,
+    /// Median hours from raising to resolving, over issues resolved in the period.
+    pub median_hours_to_resolve: Option<f64>,
+}
+
+/// Households visited over households assigned; 0 when none is assigned.
+pub fn coverage(visited: u32, assigned: u32) -> f64 {
+    if assigned == 0 {
+        0.0
+    } else {
+        visited as f64 / assigned as f64
+    }
+}
