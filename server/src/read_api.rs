@@ -4,10 +4,11 @@
 //! (`store::read`, from the projection tables: no document is loaded).
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use doorstep_core::IssueStatus;
 
@@ -15,7 +16,7 @@ use crate::error::{Result, ServerError};
 use crate::extract::Checked;
 use crate::http::{caller, App};
 use crate::org::{Member, Role};
-use crate::store::read::{HouseholdRow, IssueRow, Period, ReadQuery, ReadStore, Stats, StatusFilter, VisitRow};
+use crate::store::read::{Page, Period, ReadQuery, ReadStore, SortKey, Stats, StatusFilter};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -46,7 +47,15 @@ pub struct Filter {
     pub from: Option<String>,
     /// The same, on or before this day.
     pub to: Option<String>,
+    /// Lists: at most this many rows (1 to `MAX_PAGE`), with a `Link` header to the next
+    /// page when more follow.
+    pub limit: Option<u32>,
+    /// Lists: the page after this point, as the previous page's `Link` gives it.
+    pub after: Option<String>,
 }
+
+/// The most rows one page may ask for.
+pub const MAX_PAGE: u32 = 10_000;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -62,10 +71,55 @@ fn day_start_ms(date: chrono::NaiveDate) -> i64 {
 }
 
 /// A filter `endpoint` does not take, given: refused.
-fn refuse_filter(given: &Option<String>, name: &str, endpoint: &str) -> Result<()> {
-    match given {
-        Some(_) => Err(ServerError::BadRequest(format!("{endpoint} 不能按 {name} 筛选 / {endpoint} takes no {name} filter"))),
-        None => Ok(()),
+fn refuse_filter(given: bool, name: &str, endpoint: &str) -> Result<()> {
+    if given {
+        return Err(ServerError::BadRequest(format!("{endpoint} 不能按 {name} 筛选 / {endpoint} takes no {name} filter")));
+    }
+    Ok(())
+}
+
+/// The page `f` asks for, if any. `households` says which list: its rows sort by
+/// household, the others' by time.
+fn page(f: &Filter, households: bool) -> Result<Option<Page>> {
+    let bad = |what: String| ServerError::BadRequest(what);
+    let Some(limit) = f.limit else {
+        return match f.after {
+            Some(_) => Err(bad("after 需与 limit 一起使用 / after needs limit".into())),
+            None => Ok(None),
+        };
+    };
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad(format!("limit 应在 1 到 {MAX_PAGE} 之间 / limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    let after = match &f.after {
+        None => None,
+        Some(cursor) => {
+            let key = hex::decode(cursor).ok().and_then(|json| serde_json::from_slice::<SortKey>(&json).ok());
+            match key {
+                Some(key) if matches!(key, SortKey::Household(..)) == households => Some(key),
+                _ => return Err(bad(format!("after 不是本列表给出的位置 / after is not a point this list gave: {cursor:?}"))),
+            }
+        }
+    };
+    Ok(Some(Page { limit, after }))
+}
+
+/// A list's answer: the page's rows and, when more follow (the store gave one row more),
+/// a `Link` header to the next page: this query with `after` at the last row.
+fn list<T: Serialize>(mut rows: Vec<T>, page: Option<&Page>, uri: &Uri, key: impl Fn(&T) -> SortKey) -> Response {
+    let mut next = None;
+    if let Some(page) = page.filter(|p| rows.len() > p.limit as usize) {
+        rows.truncate(page.limit as usize);
+        if let Some(last) = rows.last() {
+            let after = hex::encode(serde_json::to_vec(&key(last)).expect("a key serialises"));
+            let kept = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty() && !p.starts_with("after="));
+            let query: Vec<String> = kept.map(str::to_string).chain([format!("after={after}")]).collect();
+            next = Some(format!("<{}?{}>; rel=\"next\"", uri.path(), query.join("&")));
+        }
+    }
+    match next {
+        Some(link) => ([(header::LINK, link)], Json(rows)).into_response(),
+        None => Json(rows).into_response(),
     }
 }
 
@@ -81,8 +135,9 @@ fn period(f: &Filter) -> Result<Period> {
     Ok(Period { start: from.map(day_start_ms), end: to.map(|d| day_start_ms(d) + DAY_MS) })
 }
 
-/// The query `member` asks with filter `f`; coordinators and admins only.
-fn query(member: Member, f: Filter) -> Result<ReadQuery> {
+/// The query `member` asks with filter `f` (`page` already taken from it); coordinators
+/// and admins only.
+fn query(member: Member, f: Filter, page: Option<Page>) -> Result<ReadQuery> {
     if member.role == Role::Member {
         return Err(ServerError::Forbidden("只有协调员和管理员可以查看汇总数据 / coordinators and admins only".into()));
     }
@@ -101,35 +156,42 @@ fn query(member: Member, f: Filter) -> Result<ReadQuery> {
     // Written `YYYY-MM-DD` (the core refuses any other spelling of a due date too), so
     // that days compare as text.
     let overdue_on = f.overdue_on.as_deref().map(|d| day("overdue_on", d)).transpose()?.map(|d| d.format("%Y-%m-%d").to_string());
-    Ok(ReadQuery { caller: member, branch: f.branch, community: f.community, member: f.member, status, overdue_on, period })
+    Ok(ReadQuery { caller: member, branch: f.branch, community: f.community, member: f.member, status, overdue_on, period, page })
 }
 
-async fn households(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<HouseholdRow>>> {
+async fn households(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     let member = caller(&app, &headers).await?;
-    refuse_filter(&f.status, "status", "/v1/households")?;
-    refuse_filter(&f.overdue_on, "overdue_on", "/v1/households")?;
-    let q = query(member, f)?;
-    Ok(Json(app.readers.read(move |store| store.households(&q)).await?))
+    refuse_filter(f.status.is_some(), "status", "/v1/households")?;
+    refuse_filter(f.overdue_on.is_some(), "overdue_on", "/v1/households")?;
+    let page = page(&f, true)?;
+    let q = query(member, f, page.clone())?;
+    let rows = app.readers.read(move |store| store.households(&q)).await?;
+    Ok(list(rows, page.as_ref(), &uri, |h| h.sort_key()))
 }
 
-async fn visits(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<VisitRow>>> {
+async fn visits(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     let member = caller(&app, &headers).await?;
-    refuse_filter(&f.status, "status", "/v1/visits")?;
-    refuse_filter(&f.overdue_on, "overdue_on", "/v1/visits")?;
-    let q = query(member, f)?;
-    Ok(Json(app.readers.read(move |store| store.visits(&q)).await?))
+    refuse_filter(f.status.is_some(), "status", "/v1/visits")?;
+    refuse_filter(f.overdue_on.is_some(), "overdue_on", "/v1/visits")?;
+    let page = page(&f, false)?;
+    let q = query(member, f, page.clone())?;
+    let rows = app.readers.read(move |store| store.visits(&q)).await?;
+    Ok(list(rows, page.as_ref(), &uri, |v| v.sort_key()))
 }
 
-async fn issues(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Vec<IssueRow>>> {
+async fn issues(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     let member = caller(&app, &headers).await?;
-    let q = query(member, f)?;
-    Ok(Json(app.readers.read(move |store| store.issues(&q)).await?))
+    let page = page(&f, false)?;
+    let q = query(member, f, page.clone())?;
+    let rows = app.readers.read(move |store| store.issues(&q)).await?;
+    Ok(list(rows, page.as_ref(), &uri, |i| i.sort_key()))
 }
 
 async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Stats>> {
     let member = caller(&app, &headers).await?;
-    refuse_filter(&f.status, "status", "/v1/stats")?;
-    let mut q = query(member, f)?;
+    refuse_filter(f.status.is_some(), "status", "/v1/stats")?;
+    refuse_filter(f.limit.is_some() || f.after.is_some(), "limit/after", "/v1/stats")?;
+    let mut q = query(member, f, None)?;
     // Overdue as of today in China unless a day is given.
     let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive().format("%Y-%m-%d").to_string();
     q.overdue_on.get_or_insert(today);

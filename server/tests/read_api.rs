@@ -2,7 +2,8 @@
 //! period's days in China time (UTC+8) at both ends, coverage over assigned households
 //! that are not archived, visits per member each counted once (recorder and those who
 //! took part), deleted records left out, open and overdue issues (due today is not
-//! overdue), the median time to resolve over an even count; and filters that mean
+//! overdue), the median time to resolve over an even count; lists read page by page,
+//! following their `Link` headers, give the whole list once; and filters that mean
 //! nothing, are misspelt or are written loosely refused with a bilingual 400.
 
 mod support;
@@ -179,5 +180,81 @@ fn filters_that_mean_nothing_are_misspelt_or_written_loosely_are_refused() {
     for path in ["/v1/stats?overdue_on=2026-03-10&from=2026-03-10&to=2026-03-10", "/v1/issues?status=active"] {
         let (status, body) = get(&format!("{}{path}", district.server.url), &admin.token);
         assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
+/// Every page of `path` (which asks for a limit), following the `Link` headers: the pages.
+fn pages(district: &District, path: &str) -> Vec<Vec<Value>> {
+    let mut next = Some(path.to_string());
+    let mut pages = Vec::new();
+    while let Some(path) = next.take() {
+        let r = http().get(format!("{}{path}", district.server.url)).bearer_auth(&district.admin_token).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        next = r.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            let (target, rel) = link.split_once("; ").unwrap();
+            assert_eq!(rel, "rel=\"next\"", "{link}");
+            target.trim_start_matches('<').trim_end_matches('>').to_string()
+        });
+        pages.push(r.json::<Value>().unwrap().as_array().unwrap().clone());
+        assert!(pages.len() <= 20, "the pages end");
+    }
+    pages
+}
+
+#[test]
+fn lists_read_page_by_page_give_each_row_once_in_order() {
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1", "c2"], &["m1"]);
+    // Two households of one family name in one community: the order goes on to their ids.
+    let households: Vec<String> = [("王", "c1"), ("王", "c1"), ("李", "c1"), ("张", "c2"), ("陈", "c2")]
+        .iter()
+        .map(|(family, community)| admin.household(family, community, "b1", &["m1"]))
+        .collect();
+    let m1 = district.phone("m1", "m1");
+    m1.sync(&district.server).unwrap();
+    // Seven visits, two of them starting at the same millisecond; three issues.
+    for (i, h) in households.iter().enumerate() {
+        visit(&m1, h, MARCH_1_CST + i as i64 * 3_600_000, &[]);
+    }
+    visit(&m1, &households[0], MARCH_1_CST, &[]);
+    visit(&m1, &households[1], MARCH_1_CST + 86_400_000, &[]);
+    for h in &households[..3] {
+        issue(&m1, h, "问题", "2026-03-10");
+    }
+    m1.sync(&district.server).unwrap();
+
+    for (list, limit, expected_pages) in [("households", 2, 3), ("visits", 2, 4), ("visits", 7, 1), ("issues", 1, 3)] {
+        let whole = admin.get_ok(&format!("/v1/{list}"));
+        let pages = pages(&district, &format!("/v1/{list}?branch=b1&limit={limit}"));
+        assert_eq!(pages.len(), expected_pages, "{list} by {limit}");
+        assert!(pages.iter().all(|p| !p.is_empty() && p.len() <= limit), "{list}: {pages:?}");
+        let joined: Vec<Value> = pages.into_iter().flatten().collect();
+        assert_eq!(Value::Array(joined), whole, "{list} by {limit}: each row once, in the list's order");
+    }
+    // A filter stays with the pages that follow.
+    let march_first = pages(&district, "/v1/visits?from=2026-03-01&to=2026-03-01&limit=2");
+    assert_eq!(march_first.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 2], "{march_first:?}");
+
+    let visits_page = http()
+        .get(format!("{}/v1/visits?limit=1", district.server.url))
+        .bearer_auth(&district.admin_token)
+        .send()
+        .unwrap();
+    let link = visits_page.headers().get("link").unwrap().to_str().unwrap().to_string();
+    let visits_cursor = link.split("after=").nth(1).unwrap().split('>').next().unwrap().to_string();
+    for path in [
+        "/v1/households?limit=0".to_string(),
+        format!("/v1/households?limit={}", 10_001),
+        "/v1/visits?limit=two".to_string(),
+        "/v1/visits?after=00".to_string(),
+        "/v1/issues?limit=2&after=zz".to_string(),
+        format!("/v1/households?limit=2&after={visits_cursor}"),
+        "/v1/stats?limit=5".to_string(),
+    ] {
+        let (status, body) = get(&format!("{}{path}", district.server.url), &district.admin_token);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(" / ")), "{path}: {body}");
     }
 }

@@ -39,6 +39,43 @@ pub struct ReadQuery {
     pub overdue_on: Option<String>,
     /// Milliseconds, `[start, end)`.
     pub period: Period,
+    /// Lists: one page of them; `None`, all rows.
+    pub page: Option<Page>,
+}
+
+/// A page of a list: the first `limit` rows after the row sorting at `after`. The store
+/// answers one row more when there is one, so that the caller knows a next page exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<SortKey>,
+}
+
+/// Where a row of a list sorts: households by community, family name and id; visits by
+/// start and id; issues by time raised and id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SortKey {
+    Household(String, String, String),
+    Timed(i64, String),
+}
+
+impl HouseholdRow {
+    pub fn sort_key(&self) -> SortKey {
+        SortKey::Household(self.community_id.clone(), self.family_name.clone(), self.id.clone())
+    }
+}
+
+impl VisitRow {
+    pub fn sort_key(&self) -> SortKey {
+        SortKey::Timed(self.started_at_ms, self.id.clone())
+    }
+}
+
+impl IssueRow {
+    pub fn sort_key(&self) -> SortKey {
+        SortKey::Timed(self.raised_at_ms, self.id.clone())
+    }
 }
 
 /// Which issues by status.

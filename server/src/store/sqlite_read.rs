@@ -53,6 +53,26 @@ fn in_period(period: &Period, column: &str) -> (String, Vec<Value>) {
     (sql, params)
 }
 
+/// For a page: the condition keeping rows after its key (sorted by `columns`) and the
+/// `LIMIT` (one row more than the page, to tell whether another follows), with their
+/// parameters; nothing for a whole list.
+fn paging(page: &Option<Page>, columns: &str) -> (String, String, Vec<Value>) {
+    let Some(page) = page else { return (String::new(), String::new(), Vec::new()) };
+    let mut params = Vec::new();
+    let after = match &page.after {
+        None => String::new(),
+        Some(SortKey::Household(community, family, id)) => {
+            params.extend([community, family, id].map(|v| Value::Text(v.clone())));
+            format!(" AND ({columns}) > (?, ?, ?)")
+        }
+        Some(SortKey::Timed(at, id)) => {
+            params.extend([Value::Integer(*at), Value::Text(id.clone())]);
+            format!(" AND ({columns}) > (?, ?)")
+        }
+    };
+    (after, format!(" LIMIT {}", u64::from(page.limit) + 1), params)
+}
+
 /// The SQL condition (on households `h`) limiting rows to what the caller may see, and
 /// to the query's branch, community and (unless `with_member` is false) member, with
 /// its parameters.
@@ -95,12 +115,15 @@ impl ReadStore for SqliteReader {
         let (visit_period, mut params) = in_period(&q.period, "v.started_at");
         let (scope, scope_params) = household_scope(q, true);
         params.extend(scope_params);
+        let order = "h.community_id, h.family_name, h.id";
+        let (after, limit, page_params) = paging(&q.page, order);
+        params.extend(page_params);
         let sql = format!(
             "SELECT h.id, h.family_name, h.address, h.community_id, h.branch_id, h.archived,
                     (SELECT json_group_array(member_id) FROM household_members m WHERE m.household_id = h.id),
                     (SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period}),
                     (SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({OPEN}))
-             FROM households h WHERE {scope} ORDER BY h.community_id, h.family_name, h.id"
+             FROM households h WHERE {scope}{after} ORDER BY {order}{limit}"
         );
         self.rows(&sql, params, |r| {
             Ok(HouseholdRow {
@@ -132,7 +155,9 @@ impl ReadStore for SqliteReader {
         let (period, period_params) = in_period(&q.period, "v.started_at");
         sql.push_str(&period);
         params.extend(period_params);
-        sql.push_str(" ORDER BY v.started_at, v.id");
+        let (after, limit, page_params) = paging(&q.page, "v.started_at, v.id");
+        params.extend(page_params);
+        sql.push_str(&format!("{after} ORDER BY v.started_at, v.id{limit}"));
         self.rows(&sql, params, |r| {
             Ok(VisitRow {
                 id: r.get(0)?,
@@ -171,7 +196,9 @@ impl ReadStore for SqliteReader {
         let (period, period_params) = in_period(&q.period, "i.raised_at");
         sql.push_str(&period);
         params.extend(period_params);
-        sql.push_str(" ORDER BY i.raised_at, i.id");
+        let (after, limit, page_params) = paging(&q.page, "i.raised_at, i.id");
+        params.extend(page_params);
+        sql.push_str(&format!("{after} ORDER BY i.raised_at, i.id{limit}"));
         self.rows(&sql, params, |r| {
             Ok(IssueRow {
                 id: r.get(0)?,
