@@ -60,6 +60,14 @@ pub fn add_member<S: ServerStore>(engine: &mut Engine<S>, member: &Member) -> Re
                 return Err(ServerError::BadRequest(format!("未知的社区 / unknown community {c}")));
             }
         }
+        // Without an admin, nobody could use the admin API any more.
+        let admins: Vec<String> = tx.members()?.into_iter().filter(|m| m.role == Role::Admin).map(|m| m.id).collect();
+        if member.role != Role::Admin && admins == [member.id.clone()] {
+            return Err(ServerError::BadRequest(format!(
+                "{} 是唯一的管理员，请先设置另一名管理员 / {} is the only admin: make another admin first",
+                member.id, member.id
+            )));
+        }
         tx.put_member(member)
     })
 }
@@ -116,52 +124,88 @@ struct CsvRow {
 /// The CSV columns, in the order of the template.
 pub const CSV_COLUMNS: &str = "family_name,address,community_id,branch_id,guardian_name,guardian_relation,guardian_phone,student_name,school,grade,hukou_status,assigned_members";
 
-/// Import households from CSV (UTF-8, with a header row). Every bad row is reported with
-/// its line number, and then nothing is imported.
-pub fn import_households_csv<S: ServerStore>(engine: &mut Engine<S>, by: &str, csv_text: &str) -> Result<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text.as_bytes());
+/// The households' registration status as a spreadsheet may write it: the API's values,
+/// or the Chinese words for them.
+fn hukou_status(text: &str) -> Option<HukouStatus> {
+    Some(match text {
+        "" | "unknown" | "未知" | "不详" => HukouStatus::Unknown,
+        "local" | "本地" | "户籍" => HukouStatus::Local,
+        "non_local" | "非本地" | "非户籍" => HukouStatus::NonLocal,
+        "policy_care" | "政策照顾" | "政策性照顾" => HukouStatus::PolicyCare,
+        _ => return None,
+    })
+}
+
+/// A row's household, or why the row cannot be imported.
+fn household_of(r: CsvRow) -> std::result::Result<NewHousehold, String> {
+    let Some(hukou) = hukou_status(&r.hukou_status) else {
+        return Err(format!(
+            "户籍状态“{}”应为 本地、非本地、政策照顾 或 未知 / hukou_status {:?} must be local, non_local, policy_care or unknown",
+            r.hukou_status, r.hukou_status
+        ));
+    };
+    if r.guardian_name.is_empty() && !(r.guardian_relation.is_empty() && r.guardian_phone.is_empty()) {
+        return Err("有监护人关系或电话但没有监护人姓名 / guardian_relation or guardian_phone without a guardian_name".into());
+    }
+    if r.student_name.is_empty() && !(r.school.is_empty() && r.grade.is_empty() && r.hukou_status.is_empty()) {
+        return Err("有学校、年级或户籍状态但没有学生姓名 / school, grade or hukou_status without a student_name".into());
+    }
+    Ok(NewHousehold {
+        family_name: r.family_name,
+        address: r.address,
+        community_id: r.community_id,
+        branch_id: r.branch_id,
+        guardians: if r.guardian_name.is_empty() {
+            vec![]
+        } else {
+            vec![NewGuardian { name: r.guardian_name, relation: r.guardian_relation, phone: r.guardian_phone }]
+        },
+        students: if r.student_name.is_empty() {
+            vec![]
+        } else {
+            vec![NewStudent { name: r.student_name, school: r.school, grade: r.grade, hukou_status: hukou }]
+        },
+        assigned_members: r.assigned_members.split(';').map(str::trim).filter(|m| !m.is_empty()).map(str::to_string).collect(),
+        notes: String::new(),
+    })
+}
+
+/// Import households from CSV (UTF-8, with a header row naming columns of
+/// [`CSV_COLUMNS`]). Every bad row is reported with its line in the file, and then
+/// nothing is imported.
+pub fn import_households_csv<S: ServerStore>(engine: &mut Engine<S>, by: &str, csv_bytes: &[u8]) -> Result<Vec<String>> {
+    let bad = |what: String| ServerError::BadRequest(format!("导入失败，未导入任何住户 / nothing was imported: {what}"));
+    if std::str::from_utf8(csv_bytes).is_err() {
+        return Err(bad(
+            "文件不是 UTF-8 编码，请在 Excel 中“另存为”选择“CSV UTF-8” / the file is not UTF-8: in Excel, \
+             save it as \"CSV UTF-8\""
+                .into(),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_bytes);
+    let headers = reader.headers().map_err(|e| bad(format!("标题行无法读取 / the header row cannot be read: {e}")))?.clone();
+    let known: Vec<&str> = CSV_COLUMNS.split(',').collect();
+    if let Some(unknown) = headers.iter().find(|h| !known.contains(h)) {
+        return Err(bad(format!("未知的列“{unknown}”，可用的列：{CSV_COLUMNS} / unknown column {unknown:?}; the columns are {CSV_COLUMNS}")));
+    }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (i, record) in reader.deserialize::<CsvRow>().enumerate() {
-        let line = i + 2;
-        match record {
-            Ok(row) => rows.push((line, row)),
+    for record in reader.records() {
+        // The line the record starts on: a quoted cell may hold line breaks.
+        let line = |position: Option<&csv::Position>| position.map_or(0, csv::Position::line);
+        let (line, row) = match record {
+            Ok(record) => (line(record.position()), record.deserialize::<CsvRow>(Some(&headers)).map_err(|e| e.to_string())),
+            Err(e) => (line(e.position()), Err(e.to_string())),
+        };
+        match row.and_then(household_of) {
+            Ok(new) => rows.push((line, new)),
             Err(e) => errors.push(format!("第 {line} 行 / line {line}: {e}")),
         }
     }
-    let households: Vec<(usize, NewHousehold)> = rows
-        .into_iter()
-        .map(|(line, r)| {
-            let hukou = if r.hukou_status.is_empty() { HukouStatus::Unknown } else { HukouStatus::from(r.hukou_status.as_str()) };
-            (
-                line,
-                NewHousehold {
-                    family_name: r.family_name,
-                    address: r.address,
-                    community_id: r.community_id,
-                    branch_id: r.branch_id,
-                    guardians: if r.guardian_name.is_empty() {
-                        vec![]
-                    } else {
-                        vec![NewGuardian { name: r.guardian_name, relation: r.guardian_relation, phone: r.guardian_phone }]
-                    },
-                    students: if r.student_name.is_empty() {
-                        vec![]
-                    } else {
-                        vec![NewStudent { name: r.student_name, school: r.school, grade: r.grade, hukou_status: hukou }]
-                    },
-                    assigned_members: r
-                        .assigned_members
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    notes: String::new(),
-                },
-            )
-        })
-        .collect();
+    if rows.is_empty() && errors.is_empty() {
+        return Err(bad("文件中没有住户 / the file holds no households".into()));
+    }
+    let households = rows;
     engine.write(|tx, docs| {
         let mut ids = Vec::new();
         for (line, new) in &households {
@@ -272,6 +316,15 @@ pub fn create_admin<S: ServerStore>(engine: &mut Engine<S>, id: &str, name: &str
         scope_branches: vec![],
         scope_communities: vec![],
     };
+    // An existing admin gets one more console token (the last one lost); a member or a
+    // coordinator is not made an admin this way.
+    if let Some(existing) = engine.write(|tx, _| tx.member(id))?.filter(|m| m.role != Role::Admin) {
+        return Err(ServerError::BadRequest(format!(
+            "{id} 已是{}，请为管理员另选编号 / {id} is already a {}: choose another id for the admin",
+            if existing.role == Role::Member { "党员" } else { "协调员" },
+            existing.role.as_str()
+        )));
+    }
     add_member(engine, &admin)?;
     let enrolment = enrol_device(engine, id, "admin console", None)?;
     exchange_code(engine, &enrolment.enrolment_code)

@@ -231,7 +231,7 @@ async fn create_household(
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
-async fn import_households(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<String>) -> Result<Json<serde_json::Value>> {
+async fn import_households(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<axum::body::Bytes>) -> Result<Json<serde_json::Value>> {
     let by = admin_caller(&app, &headers).await?.id;
     let ids = app.writer.run(move |e| admin::import_households_csv(e, &by, &body)).await?;
     Ok(Json(serde_json::json!({ "imported": ids.len(), "ids": ids })))

@@ -178,9 +178,9 @@ fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorst
             admin::add_member(engine, &Member { id, name, role, branch_id: branch, scope_branches, scope_communities })?
         }
         AdminAction::ImportHouseholds { file, by } => {
-            let text = std::fs::read_to_string(&file)
+            let bytes = std::fs::read(&file)
                 .map_err(|e| doorstep_server::error::ServerError::BadRequest(format!("{}: {e}", file.display())))?;
-            let ids = admin::import_households_csv(engine, &by, &text)?;
+            let ids = admin::import_households_csv(engine, &by, &bytes)?;
             print(serde_json::json!({ "imported": ids.len(), "ids": ids }))
         }
         AdminAction::Assign { household, member, release, by } => admin::assign(engine, &by, &household, &member, !release)?,
