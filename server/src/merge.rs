@@ -68,8 +68,10 @@ enum Status {
 #[derive(Clone, Copy)]
 enum Dep {
     Logged,
-    /// Quarantined and not released.
+    /// Quarantined, not decided yet.
     Held,
+    /// Quarantined and discarded by an admin.
+    Discarded,
     Missing,
 }
 
@@ -116,8 +118,9 @@ impl Pushed {
                 let state = if tx.has_change(&dep)? {
                     Dep::Logged
                 } else {
-                    match tx.quarantined_change(&dep)? {
-                        Some(q) if q.status != QuarantineStatus::Released => Dep::Held,
+                    match tx.quarantined_change(&dep)?.map(|q| q.status) {
+                        Some(QuarantineStatus::Held) => Dep::Held,
+                        Some(QuarantineStatus::Discarded) => Dep::Discarded,
                         _ => Dep::Missing,
                     }
                 };
@@ -135,6 +138,14 @@ impl Pushed {
             may_push,
             status,
             deps,
+        })
+    }
+
+    /// Why the change is discarded at once: it depends on a change an admin discarded
+    /// (made after it, on a phone that had not heard yet). The admin's discard covers it.
+    fn discarded_dep(&self) -> Option<String> {
+        self.deps.iter().find(|(_, state)| matches!(state, Dep::Discarded)).map(|(dep, _)| {
+            format!("依赖的变更 {dep} 已被管理员丢弃 / depends on change {dep}, which an admin discarded")
         })
     }
 
@@ -156,7 +167,7 @@ impl Pushed {
             };
             match state {
                 Dep::Logged => {}
-                Dep::Held => return Some(format!("依赖的变更已被隔离 / depends on quarantined change {dep}")),
+                Dep::Held | Dep::Discarded => return Some(format!("依赖的变更已被隔离 / depends on quarantined change {dep}")),
                 Dep::Missing => {
                     return Some(format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"))
                 }
@@ -172,6 +183,8 @@ enum Verdict {
     Known,
     Merged,
     Quarantine(String),
+    /// Discarded with the discarded change it depends on.
+    Discard(String),
     /// Handled on its own after the groups (see the module docs).
     Later,
 }
@@ -219,23 +232,29 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed], actor: &ActorId
                     later = true;
                     Verdict::Later
                 }
-                Status::New => {
-                    let reason = match (p.precheck(&merged, &refused), &mut merging) {
-                        (Some(reason), _) => Some(reason),
-                        (None, None) => Some(no_household(&p.household_id)),
-                        (None, Some(m)) => m.try_merge(&p.change, &p.member)?,
-                    };
-                    match reason {
-                        None => {
-                            merged.insert(p.hash.as_str());
-                            Verdict::Merged
-                        }
-                        Some(reason) => {
-                            refused.insert(p.hash.as_str());
-                            Verdict::Quarantine(reason)
+                Status::New => match p.discarded_dep() {
+                    Some(reason) => {
+                        refused.insert(p.hash.as_str());
+                        Verdict::Discard(reason)
+                    }
+                    None => {
+                        let reason = match (p.precheck(&merged, &refused), &mut merging) {
+                            (Some(reason), _) => Some(reason),
+                            (None, None) => Some(no_household(&p.household_id)),
+                            (None, Some(m)) => m.try_merge(&p.change, &p.member)?,
+                        };
+                        match reason {
+                            None => {
+                                merged.insert(p.hash.as_str());
+                                Verdict::Merged
+                            }
+                            Some(reason) => {
+                                refused.insert(p.hash.as_str());
+                                Verdict::Quarantine(reason)
+                            }
                         }
                     }
-                }
+                },
             }
         };
         verdicts.push(verdict);
@@ -321,6 +340,10 @@ impl Merges {
                     Verdict::Known => Outcome::Accepted,
                     Verdict::Merged => record(tx, p, None)?,
                     Verdict::Quarantine(reason) => record(tx, p, Some(reason))?,
+                    Verdict::Discard(reason) => {
+                        discard(tx, p, reason)?;
+                        continue;
+                    }
                     Verdict::Later => {
                         later.push((p.request, p.index));
                         continue;
@@ -353,10 +376,16 @@ impl Merges {
                 Status::Logged => Outcome::Accepted,
                 Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
                 // Just read: its dependencies are as the store has them now.
-                Status::New => {
-                    let verdict = merge_one(tx, docs, &p)?;
-                    record(tx, &p, verdict)?
-                }
+                Status::New => match p.discarded_dep() {
+                    Some(reason) => {
+                        discard(tx, &p, reason)?;
+                        continue;
+                    }
+                    None => {
+                        let verdict = merge_one(tx, docs, &p)?;
+                        record(tx, &p, verdict)?
+                    }
+                },
             };
             acks[r][i] = Some(Ack { hash: p.change.hash().0, outcome });
         }
@@ -383,6 +412,16 @@ fn record(tx: &impl WriteTx, p: &Pushed, verdict: Option<String>) -> Result<Outc
     })?;
     Ok(Outcome::Quarantined { reason })
 }
+
+/// Keep a change discarded with the discarded change it depends on. No acknowledgement
+/// here: the request's answer tells the device, as it tells an admin's decisions.
+fn discard(tx: &impl WriteTx, p: &Pushed, reason: String) -> Result<()> {
+    record(tx, p, Some(reason))?;
+    tx.set_quarantine_status(&p.hash, QuarantineStatus::Discarded, DISCARDED_WITH_ITS_DEPENDENCY, now_ms())
+}
+
+/// Who decided a change discarded with its dependency (`decided_by`).
+const DISCARDED_WITH_ITS_DEPENDENCY: &str = "server";
 
 /// Store what a group merged and give its document back to the transaction.
 fn save_merged(

@@ -23,7 +23,8 @@
 //! (h) a change discarded after its household left the phone is dropped, and the phone
 //!     stops asking for the household;
 //! (i) a phone restored from its own backup, told so by the app, records before its first
-//!     sync under a new actor: both lives' visits merge.
+//!     sync under a new actor: both lives' visits merge;
+//! (j) a change made on a held change before its discard was heard goes with it.
 
 mod support;
 
@@ -764,4 +765,34 @@ fn a_change_made_while_the_removal_was_on_its_way_is_taken_also_behind_other_cha
     assert_eq!(admin.visit_ids().len(), 2, "{first} and {late}");
     p2.sync(server).unwrap();
     assert_eq!(p2.visit_ids(&moving), vec![late]);
+}
+
+#[test]
+fn a_change_made_on_a_held_change_before_its_discard_was_heard_is_discarded_with_it() {
+    // m1's change is held; offline, m1 records a visit on top of it; the admin discards
+    // the held change. The visit, pushed after the discard, goes with it: it is not held
+    // for an admin to discard a second time.
+    let district = District::start();
+    let (server, admin) = (&district.server, district.admin());
+    admin.branch_b1(&["c1", "c2"], &["m1"]);
+    let h = admin.household("王", "c1", "b1", &["m1"]);
+    let p1 = district.phone("m1", "m1");
+    behind_on_role(&admin, &p1, "b1");
+    p1.replica.update_household(&h, &HouseholdUpdate { community_id: Some("c2".into()), ..Default::default() }).unwrap();
+    assert_eq!(p1.sync(server).unwrap().quarantined, 1);
+    let on_top = p1.replica.record_visit(&new_visit(&h, 1_000, "之后的走访")).unwrap().id;
+    let held = admin.quarantine(Some("held"));
+    admin.ok(&format!("/v1/admin/quarantine/{}/discard", held[0]["hash"].as_str().unwrap()), serde_json::json!({}));
+
+    let r = p1.sync(server).unwrap();
+    assert_eq!((r.quarantined, r.discarded), (0, 2), "told once each: {r:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert!(admin.quarantine(Some("held")).is_empty(), "nothing left for an admin");
+    let decided = admin.quarantine(Some("discarded"));
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert!(decided.iter().any(|q| q["reason"].as_str().unwrap().contains("which an admin discarded")), "{decided:?}");
+    assert_eq!(p1.replica.household(&h).unwrap().community_id, "c1", "rebuilt from the server");
+    assert!(!p1.visit_ids(&h).contains(&on_top));
+    assert!(!admin.visit_ids().contains(&on_top));
+    assert_eq!(p1.sync(server).unwrap().discarded, 0, "not told again");
 }
