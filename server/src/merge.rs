@@ -332,13 +332,18 @@ impl Merges {
     pub fn finish(self, tx: &impl WriteTx, docs: &mut Documents<'_>, pushers: &[Pusher<'_>]) -> Result<Vec<Vec<Ack>>> {
         let mut acks: Vec<Vec<Option<Ack>>> = self.pushed.iter().map(|&n| vec![None; n]).collect();
         let mut later = Vec::new();
+        // Changes logged now, by whom: a change held for want of one of them is checked again.
+        let mut logged: Vec<(String, String)> = Vec::new();
         let mut store = |(household_id, items, result): MergedGroup| -> Result<()> {
             let Merged { doc, stored, verdicts } = result?;
             save_merged(tx, docs, &household_id, doc, stored)?;
             for (p, verdict) in items.iter().zip(verdicts) {
                 let outcome = match verdict {
                     Verdict::Known => Outcome::Accepted,
-                    Verdict::Merged => record(tx, p, None)?,
+                    Verdict::Merged => {
+                        logged.push((p.hash.clone(), p.member.id.clone()));
+                        record(tx, p, None)?
+                    }
                     Verdict::Quarantine(reason) => record(tx, p, Some(reason))?,
                     Verdict::Discard(reason) => {
                         discard(tx, p, reason)?;
@@ -383,11 +388,22 @@ impl Merges {
                     }
                     None => {
                         let verdict = merge_one(tx, docs, &p)?;
+                        if verdict.is_none() {
+                            logged.push((p.hash.clone(), p.member.id.clone()));
+                        }
                         record(tx, &p, verdict)?
                     }
                 },
             };
             acks[r][i] = Some(Ack { hash: p.change.hash().0, outcome });
+        }
+        // A change held because the server lacked one it depends on (a server restored from
+        // a backup; the phone sent it first) merges once that one is here, checked as a
+        // fresh push, and its device hears so with this batch's answers.
+        if !logged.is_empty() && tx.has_held_changes()? {
+            for (hash, by) in &logged {
+                recheck_dependents(tx, docs, hash, by)?;
+            }
         }
         Ok(acks.into_iter().map(|request| request.into_iter().flatten().collect()).collect())
     }

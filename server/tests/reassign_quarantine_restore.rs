@@ -24,7 +24,8 @@
 //!     stops asking for the household;
 //! (i) a phone restored from its own backup, told so by the app, records before its first
 //!     sync under a new actor: both lives' visits merge;
-//! (j) a change made on a held change before its discard was heard goes with it.
+//! (j) a change made on a held change before its discard was heard goes with it;
+//! (k) a change held for a dependency the restored server lost merges once that arrives.
 
 mod support;
 
@@ -795,4 +796,42 @@ fn a_change_made_on_a_held_change_before_its_discard_was_heard_is_discarded_with
     assert!(!p1.visit_ids(&h).contains(&on_top));
     assert!(!admin.visit_ids().contains(&on_top));
     assert_eq!(p1.sync(server).unwrap().discarded, 0, "not told again");
+}
+
+#[test]
+fn a_change_held_for_a_dependency_the_restored_server_lost_merges_once_that_arrives() {
+    // After the backup the phone recorded a visit that was acknowledged, then another on
+    // top of it, not yet sent. The restored server lacks the first: the second is held for
+    // it, and must merge once the reconciliation brings the first back (even when the
+    // phone sends the second first), not wait for an admin.
+    let mut district = District::start();
+    let backup = district.dir.path().join("backup.sqlite3");
+    let (h, p1) = {
+        let admin = district.admin();
+        admin.branch_b1(&["c1"], &["m1"]);
+        let h = admin.household("王", "c1", "b1", &["m1"]);
+        let p1 = district.phone("m1", "m1");
+        p1.sync(&district.server).unwrap();
+        (h, p1)
+    };
+    let (ok, _, err) = command(&["backup", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    let first = p1.replica.record_visit(&new_visit(&h, 1_000, "备份后已同步")).unwrap().id;
+    assert_eq!(p1.sync(&district.server).unwrap().accepted, 1);
+    let second = p1.replica.record_visit(&new_visit(&h, 2_000, "备份后未同步")).unwrap().id;
+
+    district.server.kill();
+    let (ok, _, err) = command(&["restore", "--data-dir", arg(&district.data), arg(&backup)]);
+    assert!(ok, "{err}");
+    district.server = Server::start(&district.data);
+    let admin = district.admin();
+
+    p1.sync(&district.server).unwrap();
+    assert!(p1.replica.pending_changes().unwrap().is_empty(), "{:?}", p1.replica.pending_changes().unwrap());
+    assert!(admin.quarantine(Some("held")).is_empty(), "{:?}", admin.quarantine(None));
+    let mut visits = admin.visit_ids();
+    visits.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(visits, expected);
 }

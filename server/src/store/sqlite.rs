@@ -601,6 +601,13 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn has_held_changes(&self) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE status = 'held')")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     fn quarantined(&self, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>> {
         let mut stmt = self.conn().prepare_cached(&format!(
             "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE ?1 IS NULL OR status = ?1 ORDER BY at, hash"
