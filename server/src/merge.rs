@@ -381,17 +381,15 @@ impl Merges {
                 Status::Logged => Outcome::Accepted,
                 Status::Quarantined(ref q) => repushed_quarantined(tx, docs, &p, q)?,
                 // Just read: its dependencies are as the store has them now.
-                Status::New => match p.discarded_dep() {
-                    Some(reason) => {
+                Status::New => match merge_one(tx, docs, &p)? {
+                    Verdict::Discard(reason) => {
                         discard(tx, &p, reason)?;
                         continue;
                     }
-                    None => {
-                        let verdict = merge_one(tx, docs, &p)?;
-                        if verdict.is_none() {
-                            logged.push((p.hash.clone(), p.member.id.clone()));
-                        }
-                        record(tx, &p, verdict)?
+                    Verdict::Quarantine(reason) => record(tx, &p, Some(reason))?,
+                    _ => {
+                        logged.push((p.hash.clone(), p.member.id.clone()));
+                        record(tx, &p, None)?
                     }
                 },
             };
@@ -494,20 +492,23 @@ fn repushed_quarantined(
 fn check_push(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed) -> Result<Option<String>> {
     let fresh =
         Pushed::read(tx, (p.request, p.index), &p.household_id, &p.change, &p.device_id, &p.member, p.may_push, true)?;
-    merge_one(tx, docs, &fresh)
+    // A held change checked again stays held, with the reason, also when a change it
+    // depends on was discarded meanwhile (an admin decides it).
+    Ok(match merge_one(tx, docs, &fresh)? {
+        Verdict::Quarantine(reason) | Verdict::Discard(reason) => Some(reason),
+        _ => None,
+    })
 }
 
 /// Merge one change read as new (`Status::New`, its dependencies as the store has them)
-/// into the transaction's document and store that, or say why it must be quarantined.
-fn merge_one(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed) -> Result<Option<String>> {
+/// into the transaction's document and store that: `Merged`, or why it must be
+/// quarantined or discarded.
+fn merge_one(tx: &impl WriteTx, docs: &mut Documents<'_>, p: &Pushed) -> Result<Verdict> {
     let held = docs.take(tx, &p.household_id)?;
     let Merged { doc, stored, mut verdicts } =
         merge_group(&p.household_id, held, std::slice::from_ref(p), docs.actor())?;
     save_merged(tx, docs, &p.household_id, doc, stored)?;
-    Ok(match verdicts.pop() {
-        Some(Verdict::Quarantine(reason)) => Some(reason),
-        _ => None,
-    })
+    Ok(verdicts.pop().unwrap_or(Verdict::Merged))
 }
 
 /// Check a held change again, as a fresh push by `member` from `device_id`; merged and
