@@ -398,8 +398,12 @@ impl Merges {
         // A change held because the server lacked one it depends on (a server restored from
         // a backup; the phone sent it first) merges once that one is here, checked as a
         // fresh push, and its device hears so with this batch's answers.
-        if !logged.is_empty() && tx.has_held_changes()? {
-            for (hash, by) in &logged {
+        // Only the changes a held one names: one read of the reasons per batch, not a
+        // search of the held changes per change logged.
+        if !logged.is_empty() {
+            let reasons = tx.held_reasons()?;
+            let named: HashSet<&str> = reasons.iter().flat_map(|r| hashes_in(r)).collect();
+            for (hash, by) in logged.iter().filter(|(hash, _)| named.contains(hash.as_str())) {
                 recheck_dependents(tx, docs, hash, by)?;
             }
         }
@@ -425,6 +429,11 @@ fn record(tx: &impl WriteTx, p: &Pushed, verdict: Option<String>) -> Result<Outc
         bytes: p.change.raw_bytes().to_vec(),
     })?;
     Ok(Outcome::Quarantined { reason })
+}
+
+/// The change hashes a held change's reason names (64 hexadecimal digits each).
+fn hashes_in(reason: &str) -> impl Iterator<Item = &str> {
+    reason.split(|c: char| !c.is_ascii_hexdigit()).filter(|word| word.len() == 64)
 }
 
 /// Keep a change discarded with the discarded change it depends on. No acknowledgement

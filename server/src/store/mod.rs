@@ -153,8 +153,8 @@ pub trait WriteTx {
     // ----- quarantine ----------------------------------------------------------------------
     fn quarantined_change(&self, hash: &str) -> Result<Option<QuarantinedChange>>;
     fn quarantine(&self, change: &QuarantinedChange) -> Result<()>;
-    /// Whether any change is held (not decided yet).
-    fn has_held_changes(&self) -> Result<bool>;
+    /// The reasons of the changes held (not decided yet): which changes they wait for.
+    fn held_reasons(&self) -> Result<Vec<String>>;
     fn quarantined(&self, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>>;
     fn set_quarantine_status(&self, hash: &str, status: QuarantineStatus, by: &str, now_ms: i64) -> Result<()>;
     /// A held change is still held, for another reason.

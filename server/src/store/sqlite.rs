@@ -601,11 +601,8 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn has_held_changes(&self) -> Result<bool> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE status = 'held')")?
-            .query_row([], |r| r.get(0))?)
+    fn held_reasons(&self) -> Result<Vec<String>> {
+        self.strings("SELECT reason FROM quarantine WHERE status = 'held'", [])
     }
 
     fn quarantined(&self, status: Option<QuarantineStatus>) -> Result<Vec<QuarantinedChange>> {
