@@ -137,10 +137,9 @@ pub struct IssueRow {
     pub resolved_at_ms: Option<i64>,
 }
 
-/// Counts for one branch or one community.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct GroupStats {
-    pub id: String,
+/// The figures of a group of households (one branch, one community, or all in scope).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
     /// Households assigned to at least one member, not archived.
     pub households_assigned: u32,
     /// Of those, households visited in the period.
@@ -156,6 +155,34 @@ pub struct GroupStats {
     pub overdue_issues: u32,
 }
 
+impl Counts {
+    pub fn new(households_assigned: u32, households_visited: u32, visits: u32, open_issues: u32, overdue_issues: u32) -> Counts {
+        let coverage = if households_assigned == 0 { 0.0 } else { households_visited as f64 / households_assigned as f64 };
+        Counts { households_assigned, households_visited, coverage, visits, open_issues, overdue_issues }
+    }
+
+    /// The figures of the groups together.
+    pub fn total<'a>(groups: impl IntoIterator<Item = &'a Counts>) -> Counts {
+        let (mut assigned, mut visited, mut visits, mut open, mut overdue) = (0, 0, 0, 0, 0);
+        for c in groups {
+            assigned += c.households_assigned;
+            visited += c.households_visited;
+            visits += c.visits;
+            open += c.open_issues;
+            overdue += c.overdue_issues;
+        }
+        Counts::new(assigned, visited, visits, open, overdue)
+    }
+}
+
+/// One branch's or one community's figures.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupStats {
+    pub id: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct MemberStats {
     pub member_id: String,
@@ -165,24 +192,12 @@ pub struct MemberStats {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct Stats {
-    pub households_assigned: u32,
-    pub households_visited: u32,
-    pub coverage: f64,
-    pub visits: u32,
-    pub open_issues: u32,
-    pub overdue_issues: u32,
+    /// Every household in scope (and the filters) together.
+    #[serde(flatten)]
+    pub total: Counts,
     pub by_branch: Vec<GroupStats>,
     pub by_community: Vec<GroupStats>,
     pub visits_by_member: Vec<MemberStats>,
     /// Median hours from raising to resolving, over issues resolved in the period.
     pub median_hours_to_resolve: Option<f64>,
-}
-
-/// Households visited over households assigned; 0 when none is assigned.
-pub fn coverage(visited: u32, assigned: u32) -> f64 {
-    if assigned == 0 {
-        0.0
-    } else {
-        visited as f64 / assigned as f64
-    }
 }

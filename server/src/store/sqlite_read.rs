@@ -238,17 +238,7 @@ impl ReadStore for SqliteReader {
             p.push(Value::Text(today.clone()));
             p.extend(params.clone());
             self.rows(&sql, p, |r| {
-                let assigned: u32 = r.get(1)?;
-                let visited: u32 = r.get(2)?;
-                Ok(GroupStats {
-                    id: r.get(0)?,
-                    households_assigned: assigned,
-                    households_visited: visited,
-                    coverage: coverage(visited, assigned),
-                    visits: r.get(3)?,
-                    open_issues: r.get(4)?,
-                    overdue_issues: r.get(5)?,
-                })
+                Ok(GroupStats { id: r.get(0)?, counts: Counts::new(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?) })
             })
         };
         let by_branch = group("branch_id")?;
@@ -281,15 +271,8 @@ impl ReadStore for SqliteReader {
             n if n % 2 == 1 => Some(hours[n / 2]),
             n => Some((hours[n / 2 - 1] + hours[n / 2]) / 2.0),
         };
-        let total = |count: fn(&GroupStats) -> u32| by_branch.iter().map(count).sum::<u32>();
-        let (households_assigned, households_visited) = (total(|g| g.households_assigned), total(|g| g.households_visited));
         Ok(Stats {
-            households_assigned,
-            households_visited,
-            coverage: coverage(households_visited, households_assigned),
-            visits: total(|g| g.visits),
-            open_issues: total(|g| g.open_issues),
-            overdue_issues: total(|g| g.overdue_issues),
+            total: Counts::total(by_branch.iter().map(|g| &g.counts)),
             by_branch,
             by_community,
             visits_by_member,
