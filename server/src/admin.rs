@@ -128,11 +128,14 @@ pub const CSV_COLUMNS: &str = "family_name,address,community_id,branch_id,guardi
 /// or the Chinese words for them.
 fn hukou_status(text: &str) -> Option<HukouStatus> {
     Some(match text {
-        "" | "unknown" | "未知" | "不详" => HukouStatus::Unknown,
-        "local" | "本地" | "户籍" => HukouStatus::Local,
-        "non_local" | "非本地" | "非户籍" => HukouStatus::NonLocal,
-        "policy_care" | "政策照顾" | "政策性照顾" => HukouStatus::PolicyCare,
-        _ => return None,
+        "" | "未知" | "不详" => HukouStatus::Unknown,
+        "本地" | "户籍" => HukouStatus::Local,
+        "非本地" | "非户籍" => HukouStatus::NonLocal,
+        "政策照顾" | "政策性照顾" => HukouStatus::PolicyCare,
+        _ => match HukouStatus::from(text) {
+            HukouStatus::Other(_) => return None,
+            known => known,
+        },
     })
 }
 
