@@ -553,10 +553,10 @@ fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
         // Changes the member made to a household while the answer removing it was on its
         // way: the phone kept the household for them, and they are taken. It is held
         // again until then (also while the phone has more to push, which may be them);
-        // the answer removes it once more.
+        // the answer removes it once more, or sends it whole if it is in the scope again.
         let pushing = |h: &String| request.more_to_push || job.changes.iter().any(|(pushed, _)| pushed == h);
         for household_id in left.iter().filter(|h| pushing(h)) {
-            tx.grant_household(&device.id, household_id, client.grant, client.seq)?;
+            tx.hold_for_taking(&device.id, household_id, client.grant)?;
         }
     }
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
@@ -756,6 +756,8 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         let scope_set: HashSet<&String> = scope.iter().collect();
         let mut to_send: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
         to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
+        let taking = tx.held_for_taking(&device.id)?;
+        to_send.extend(taking.iter().filter(|h| scope_set.contains(h) && !request.rebuild.contains(h)));
         // Asked whole again (a change to it was discarded) after it left the device: it
         // is not the device's any more.
         response.removed.extend(request.rebuild.iter().filter(|h| !scope_set.contains(h) && !held.contains(*h)).cloned());
@@ -829,6 +831,7 @@ mod tests {
     use doorstep_core::sync::protocol::Outcome;
 
     use super::*;
+    use crate::admin;
     use crate::merge::tests::{district, household, job, phone, record_visits, visits_on, whole};
     use crate::store::sqlite::SqliteStore;
 
@@ -898,6 +901,43 @@ mod tests {
         let (_, following) = phones.engine.sync_batch_then(first, || next);
         phones.engine.sync_batch_then(following.unwrap(), Vec::new);
         phones
+    }
+
+    /// One sync answer (one request, its own batch).
+    fn sync_one(engine: &mut Engine<SqliteStore>, token: &str, position: Position, changes: Vec<(String, Change)>) -> SyncResponse {
+        engine.sync_batch(vec![job(token, Some(position), changes)]).pop().unwrap().expect("answered")
+    }
+
+    #[test]
+    fn a_household_held_again_for_a_late_visit_and_back_in_scope_comes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = district(dir.path(), &["m1"]);
+        let h = household(&mut engine, "甲", "m1");
+        let (p1, first) = phone(&mut engine, "m1");
+        let late = record_visits(&p1, &first, |_| 1);
+        // Unassigned (change U); the answer removes h, leaving U out, and its position
+        // passes U. The phone keeps h: its visit was not sent yet.
+        admin::assign(&mut engine, "admin", &h, "m1", false).unwrap();
+        let removing = sync_one(&mut engine, &p1.token, first.position.clone(), vec![]);
+        assert_eq!(removing.removed, [h.clone()]);
+        assert!(removing.data.is_empty());
+        // Assigned again (change A, after U) before the phone pushes its visit.
+        admin::assign(&mut engine, "admin", &h, "m1", true).unwrap();
+        let taken = sync_one(&mut engine, &p1.token, removing.position.clone(), late.clone());
+        assert_eq!(taken.acks[0].outcome, Outcome::Accepted);
+        assert!(taken.removed.is_empty());
+
+        // The phone's copy gets what it missed: the document whole, not A alone (which
+        // would wait for U for ever).
+        let mut copy = whole(&first).pop().unwrap();
+        copy.apply(late.into_iter().map(|(_, c)| c).collect()).unwrap();
+        let mut whole_again = whole(&taken).pop().expect("h comes whole");
+        assert_eq!(whole_again.id(), h);
+        let applied = copy.apply(whole_again.changes_since(&[])).unwrap();
+        assert!(applied.waiting.is_empty());
+        assert_eq!(copy.heads(), whole_again.heads());
+        let after = sync_one(&mut engine, &p1.token, taken.position.clone(), vec![]);
+        assert!(after.whole.is_none() && after.data.is_empty() && after.removed.is_empty(), "held again as usual");
     }
 
     #[test]

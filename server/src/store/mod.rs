@@ -147,6 +147,12 @@ pub trait WriteTx {
     /// The device received the whole document, as of change-log entry `seq`.
     fn grant_household(&self, device_id: &str, household_id: &str, grant: u64, seq: u64) -> Result<()>;
     fn remove_household(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()>;
+    /// The device keeps a household whose removal it confirmed, for the changes it made to
+    /// it meanwhile (granted in `grant`): no changes are sent for it. It missed those
+    /// of the answer that removed it, so it is sent whole should it be in the scope again.
+    fn hold_for_taking(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()>;
+    /// Households the device holds only for their changes to be taken (`hold_for_taking`).
+    fn held_for_taking(&self, device_id: &str) -> Result<Vec<String>>;
     /// Forget everything the device holds (before a reconciliation).
     fn clear_device_scope(&self, device_id: &str) -> Result<()>;
 

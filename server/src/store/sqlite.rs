@@ -247,6 +247,10 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
+/// `device_scope.granted_seq` of a household held only for its changes to be taken
+/// (`hold_for_taking`): past every change, so none is sent for it.
+const TAKING_ONLY: i64 = i64::MAX;
+
 const DEVICE_COLUMNS: &str = "id, member_id, label, enrolled_at, revoked_at";
 const QUARANTINE_COLUMNS: &str = "hash, household_id, device_id, member_id, reason, at, status, data";
 
@@ -576,6 +580,20 @@ impl WriteTx for SqliteTx<'_> {
             .prepare_cached("UPDATE device_scope SET removed_in = ?3 WHERE device_id = ?1 AND household_id = ?2")?
             .execute(params![device_id, household_id, grant as i64])?;
         Ok(())
+    }
+
+    fn hold_for_taking(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()> {
+        self.grant_household(device_id, household_id, grant, TAKING_ONLY as u64)
+    }
+
+    fn held_for_taking(&self, device_id: &str) -> Result<Vec<String>> {
+        self.strings(
+            &format!(
+                "SELECT household_id FROM device_scope
+                 WHERE device_id = ?1 AND removed_in IS NULL AND granted_seq = {TAKING_ONLY} ORDER BY household_id"
+            ),
+            [device_id],
+        )
     }
 
     fn clear_device_scope(&self, device_id: &str) -> Result<()> {
