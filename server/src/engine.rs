@@ -919,7 +919,7 @@ mod tests {
         // passes U. The phone keeps h: its visit was not sent yet.
         admin::assign(&mut engine, "admin", &h, "m1", false).unwrap();
         let removing = sync_one(&mut engine, &p1.token, first.position.clone(), vec![]);
-        assert_eq!(removing.removed, [h.clone()]);
+        assert_eq!(removing.removed, std::slice::from_ref(&h));
         assert!(removing.data.is_empty());
         // Assigned again (change A, after U) before the phone pushes its visit.
         admin::assign(&mut engine, "admin", &h, "m1", true).unwrap();
