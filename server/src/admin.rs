@@ -5,7 +5,7 @@ use doorstep_core::{HukouStatus, NewGuardian, NewHousehold, NewStudent};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{hash_secret, new_enrolment_code, new_token};
-use crate::engine::{now_ms, Engine};
+use crate::engine::{check_refs, now_ms, Engine};
 use crate::error::{Result, ServerError};
 use crate::org::{Branch, Community, Device, Member, Role};
 use crate::store::{QuarantineStatus, QuarantinedChange, ServerStore, WriteTx};
@@ -73,18 +73,7 @@ pub fn add_member<S: ServerStore>(engine: &mut Engine<S>, member: &Member) -> Re
 }
 
 fn check_household_refs(tx: &impl WriteTx, new: &NewHousehold) -> Result<()> {
-    if !tx.branches()?.iter().any(|b| b.id == new.branch_id) {
-        return Err(ServerError::BadRequest(format!("未知的支部 / unknown branch {:?}", new.branch_id)));
-    }
-    if !tx.communities()?.iter().any(|c| c.id == new.community_id) {
-        return Err(ServerError::BadRequest(format!("未知的社区 / unknown community {:?}", new.community_id)));
-    }
-    for m in &new.assigned_members {
-        if tx.member(m)?.is_none() {
-            return Err(ServerError::BadRequest(format!("未知的党员 / unknown member {m:?}")));
-        }
-    }
-    Ok(())
+    check_refs(tx, &new.branch_id, &new.community_id, &new.assigned_members)
 }
 
 pub fn create_household<S: ServerStore>(engine: &mut Engine<S>, by: &str, new: &NewHousehold) -> Result<String> {

@@ -427,7 +427,15 @@ impl Documents<'_> {
     /// be read, is refused even so (bad request); a panic while merging it is an internal
     /// error. Either way the transaction rolls back and the document is read again at its
     /// next use.
+    ///
+    /// A household the server lacks starts from this change: one created after the backup
+    /// the server was restored from, whose history a phone pushed back. The change must
+    /// make the household, with the branch, community and members the server knows.
     fn merge(&mut self, tx: &impl WriteTx, household_id: &str, change: &Change, device: Option<&str>, scope: Scope) -> Result<()> {
+        let new = self.get(tx, household_id)?.is_none();
+        if new {
+            self.put(household_id, HouseholdDocument::empty(household_id, self.actor));
+        }
         let doc = self.get(tx, household_id)?.ok_or_else(|| ServerError::NotFound(format!("household {household_id}")))?;
         let before = doc.heads();
         merge::contained(change, || doc.apply_verified(change.clone())).map_err(|what| {
@@ -437,15 +445,39 @@ impl Documents<'_> {
             ))
         })??;
         let increment = doc.save_after(&before);
-        let view = doc.view(&scope).map_err(|e| {
+        let unreadable = |e: &dyn std::fmt::Display| {
             ServerError::BadRequest(format!(
                 "合并后住户资料无法读取，不能放行 / with this change the household could not be read, so it cannot be released: {e}"
             ))
-        })?;
+        };
+        let view = doc.view(&scope).map_err(|e| unreadable(&e))?;
+        if new {
+            let made_here = doc.to_json()["household"]["id"] == household_id;
+            let Some(household) = view.household.as_ref().filter(|_| made_here) else {
+                return Err(unreadable(&format!("it does not create household {household_id}, which the server lacks")));
+            };
+            check_refs(tx, &household.branch_id, &household.community_id, &household.assigned_members)?;
+        }
         tx.save_document(doc, &increment, &view)?;
         tx.append_change(household_id, &change.hash().to_string(), device, change.raw_bytes(), now_ms())?;
         Ok(())
     }
+}
+
+/// A household's branch, community and members must be known to the server.
+pub(crate) fn check_refs(tx: &impl WriteTx, branch_id: &str, community_id: &str, members: &[String]) -> Result<()> {
+    if !tx.branches()?.iter().any(|b| b.id == branch_id) {
+        return Err(ServerError::BadRequest(format!("未知的支部 / unknown branch {branch_id:?}")));
+    }
+    if !tx.communities()?.iter().any(|c| c.id == community_id) {
+        return Err(ServerError::BadRequest(format!("未知的社区 / unknown community {community_id:?}")));
+    }
+    for m in members {
+        if tx.member(m)?.is_none() {
+            return Err(ServerError::BadRequest(format!("未知的党员 / unknown member {m:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// `released` was just merged: check the changes held because they depended on it
@@ -832,6 +864,7 @@ mod tests {
 
     use super::*;
     use crate::admin;
+    use doorstep_core::NewHousehold;
     use crate::merge::tests::{district, household, job, phone, record_visits, visits_on, whole};
     use crate::store::sqlite::SqliteStore;
 
@@ -903,6 +936,11 @@ mod tests {
         phones
     }
 
+    /// The position of a first sync.
+    fn sync_one_first(engine: &mut Engine<SqliteStore>, token: &str) -> Position {
+        engine.sync_batch(vec![job(token, None, vec![])]).pop().unwrap().expect("answered").position
+    }
+
     /// One sync answer (one request, its own batch).
     fn sync_one(engine: &mut Engine<SqliteStore>, token: &str, position: Position, changes: Vec<(String, Change)>) -> SyncResponse {
         engine.sync_batch(vec![job(token, Some(position), changes)]).pop().unwrap().expect("answered")
@@ -938,6 +976,55 @@ mod tests {
         assert_eq!(copy.heads(), whole_again.heads());
         let after = sync_one(&mut engine, &p1.token, taken.position.clone(), vec![]);
         assert!(after.whole.is_none() && after.data.is_empty() && after.removed.is_empty(), "held again as usual");
+    }
+
+    #[test]
+    fn releasing_the_creation_of_a_household_the_server_lacks_creates_it_if_it_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1"]);
+        let position = sync_one_first(&mut engine, &admin_token);
+        // Households made elsewhere (before the backup the server was restored from), as
+        // an admin's phone pushes them back.
+        let made = |branch: &str| {
+            let new = NewHousehold {
+                family_name: "乙".into(),
+                community_id: "c1".into(),
+                branch_id: branch.into(),
+                assigned_members: vec!["m1".into()],
+                ..Default::default()
+            };
+            let author = Author { member_id: "admin".into(), device_id: "phone".into() };
+            let mut doc = HouseholdDocument::create(&ActorId::random(), &author, 1_000, &new).unwrap();
+            let creation = doc.changes_since(&[]);
+            assert_eq!(creation.len(), 1);
+            (doc.id().to_string(), creation[0].clone())
+        };
+        let (fits, creation) = made("b1");
+        let (unknown_branch, in_b9) = made("b9");
+        // A creation pushed under another household's id.
+        let (other, elsewhere) = made("b1");
+        let misplaced = format!("{other}-not");
+        let pushed =
+            vec![(fits.clone(), creation.clone()), (unknown_branch, in_b9.clone()), (misplaced.clone(), elsewhere.clone())];
+        let held = sync_one(&mut engine, &admin_token, position, pushed);
+        for ack in &held.acks {
+            assert!(matches!(&ack.outcome, Outcome::Quarantined { reason } if reason.contains("does not exist")), "{held:?}");
+        }
+
+        let refused = engine.release("admin", &in_b9.hash().to_string()).unwrap_err();
+        assert!(refused.to_string().contains("unknown branch \"b9\""), "{refused}");
+        let refused = engine.release("admin", &elsewhere.hash().to_string()).unwrap_err();
+        assert!(refused.to_string().contains(&format!("it does not create household {misplaced}")), "{refused}");
+        engine.release("admin", &creation.hash().to_string()).unwrap();
+        let (heads, json) = stored(&mut engine, &fits);
+        assert_eq!(heads, [creation.hash()]);
+        assert_eq!(json["household"]["family_name"], "乙");
+        for nothing_of in [&misplaced, &other] {
+            assert!(engine.write(|tx, _| tx.document(nothing_of)).unwrap().is_none());
+        }
+        assert_eq!(engine.write(|tx, _| tx.quarantined(Some(QuarantineStatus::Held))).unwrap().len(), 2);
+        let (_, first) = phone(&mut engine, "m1");
+        assert_eq!(whole(&first).iter().map(|d| d.id().to_string()).collect::<Vec<_>>(), [fits]);
     }
 
     #[test]
