@@ -770,9 +770,13 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
             if let Some(heads) = lacking {
                 response.server_heads.push(Heads { household_id: household_id.clone(), heads });
             }
-            if request.more_to_push || to_push {
-                // Still held, to be removed once its changes were pushed.
-                tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
+            // Still held, to be removed once its changes were pushed, if the server's own
+            // records say the device held it. Otherwise the server cannot tell the claim
+            // from a phone reaching for another member's household: it leaves the phone
+            // now, and the phone's changes to it (pushed, as the server lacks them) are
+            // held for an admin.
+            if held.contains(household_id) && (request.more_to_push || to_push) {
+                tx.hold_for_taking(&device.id, household_id, new_grant)?;
             } else {
                 response.removed.push(household_id.clone());
             }
@@ -790,9 +794,13 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
         let taking = tx.held_for_taking(&device.id)?;
         to_send.extend(taking.iter().filter(|h| scope_set.contains(h) && !request.rebuild.contains(h)));
-        // Asked whole again (a change to it was discarded) after it left the device: it
-        // is not the device's any more.
-        response.removed.extend(request.rebuild.iter().filter(|h| !scope_set.contains(h) && !held.contains(*h)).cloned());
+        // Asked whole again (a change to it was discarded) after it left the device, or
+        // pushed to without the device holding it (one it claimed in a reconciliation; its
+        // changes were held): it is not the device's.
+        let pushed_to = job.changes.iter().map(|(household_id, _)| household_id);
+        let not_its: BTreeSet<&String> =
+            request.rebuild.iter().chain(pushed_to).filter(|h| !scope_set.contains(h) && !held.contains(*h)).collect();
+        response.removed.extend(not_its.into_iter().cloned());
         for household_id in to_send {
             let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
             if !whole.household_ids.is_empty() && bytes + shipped.len() > budget {
@@ -864,6 +872,7 @@ mod tests {
 
     use super::*;
     use crate::admin;
+    use crate::auth::hash_secret;
     use doorstep_core::NewHousehold;
     use crate::merge::tests::{district, household, job, phone, record_visits, visits_on, whole};
     use crate::store::sqlite::SqliteStore;
@@ -1025,6 +1034,53 @@ mod tests {
         assert_eq!(engine.write(|tx, _| tx.quarantined(Some(QuarantineStatus::Held))).unwrap().len(), 2);
         let (_, first) = phone(&mut engine, "m1");
         assert_eq!(whole(&first).iter().map(|d| d.id().to_string()).collect::<Vec<_>>(), [fits]);
+    }
+
+    #[test]
+    fn a_reconciliation_claiming_another_members_household_neither_shows_it_nor_lets_it_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
+        household(&mut engine, "甲", "m1");
+        let h2 = household(&mut engine, "乙", "m2");
+        let (p1, first1) = phone(&mut engine, "m1");
+        let (p2, first2) = phone(&mut engine, "m2");
+        // m1's phone claims to hold m2's household, with a head the server lacks, and to
+        // have more to push.
+        let claim = |position: Position, changes: Vec<(String, Change)>| {
+            let pushed = changes.iter().map(|(h, c)| PushedChange { household_id: h.clone(), bytes: c.raw_bytes().into() });
+            let mut request = SyncRequest::new(Some(position), pushed.collect());
+            request.reconcile = Some(vec![Heads { household_id: h2.clone(), heads: vec![[7; 32]] }]);
+            request.more_to_push = true;
+            SyncJob { token_hash: hash_secret(&p1.token), request, changes }
+        };
+        let claimed = engine.sync_batch(vec![claim(first1.position.clone(), vec![])]).pop().unwrap().unwrap();
+        assert_eq!(claimed.removed, std::slice::from_ref(&h2), "not the phone's");
+
+        // m2 records a visit on it; m1's phone hears nothing of it.
+        let on_h2 = record_visits(&p2, &first2, |_| 1);
+        assert_eq!(sync_one(&mut engine, &p2.token, first2.position.clone(), on_h2.clone()).acks[0].outcome, Outcome::Accepted);
+        let mut next = SyncRequest::new(Some(claimed.position.clone()), vec![]);
+        next.more_to_push = true;
+        let heard = engine.sync_batch(vec![SyncJob { token_hash: hash_secret(&p1.token), request: next, changes: vec![] }]);
+        let heard = heard.into_iter().next().unwrap().unwrap();
+        assert!(heard.data.is_empty() && heard.whole.is_none(), "{heard:?}");
+
+        // A visit m1's phone records on it is held for an admin, not merged.
+        let mut copy = whole(&first2).pop().unwrap();
+        copy.apply(on_h2.into_iter().map(|(_, c)| c).collect()).unwrap();
+        let before = copy.heads();
+        let author = Author { member_id: "m1".into(), device_id: p1.device_id.clone() };
+        let mut visit = crate::merge::tests::visit(&h2, 7_000_000);
+        visit.notes = "不该记在这里".into();
+        copy.record_visit(&author, 7_000_000, &visit).unwrap();
+        let intruding: Vec<(String, Change)> = copy.changes_since(&before).into_iter().map(|c| (h2.clone(), c)).collect();
+        let pushed = engine.sync_batch(vec![claim(heard.position.clone(), intruding)]).pop().unwrap().unwrap();
+        assert!(
+            matches!(&pushed.acks[0].outcome, Outcome::Quarantined { reason } if reason.contains("not in your scope")),
+            "{pushed:?}"
+        );
+        assert!(pushed.removed.contains(&h2));
+        assert_eq!(visits_on(&mut engine, &admin_token, &h2), 1, "m2's visit alone");
     }
 
     #[test]

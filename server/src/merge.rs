@@ -1,8 +1,8 @@
 //! Checking and merging pushed changes, household by household.
 //!
 //! A batch's pushed changes are grouped by household. The changes of one household are
-//! merged in order into one working copy of its document and checked there (scope,
-//! dependencies, then role and schema through [`doorstep_core::document::rules`]); a
+//! merged in order into one working copy of its document and checked there (dependencies,
+//! scope, then role and schema through [`doorstep_core::document::rules`]); a
 //! change that fails is taken back out (the copy is rebuilt without it). The copy is
 //! saved once: one increment, one projection update. Households do not depend on each
 //! other, so their groups are merged on several threads. The SQLite reads before and the
@@ -149,14 +149,12 @@ impl Pushed {
         })
     }
 
-    /// Why the change must be quarantined before it is even applied: the household is
-    /// outside the member's scope, or a dependency is missing or held. `merged` and
-    /// `refused` are what the same group decided before it.
-    fn precheck(&self, merged: &HashSet<&str>, refused: &HashSet<&str>) -> Option<String> {
-        if !self.may_push {
-            let h = &self.household_id;
-            return Some(format!("该住户不在您的负责范围内 / household {h} is not in your scope"));
-        }
+    /// Why the change must be quarantined before it is even applied: a dependency is
+    /// missing or held (named first, so that releasing a held one releases this change
+    /// too, checked again), or the household is outside the member's scope. A household the
+    /// server lacks (not `exists`) is left to the caller. `merged` and `refused` are what
+    /// the same group decided before it.
+    fn precheck(&self, exists: bool, merged: &HashSet<&str>, refused: &HashSet<&str>) -> Option<String> {
         for (dep, state) in &self.deps {
             let state = if merged.contains(dep.as_str()) {
                 Dep::Logged
@@ -172,6 +170,10 @@ impl Pushed {
                     return Some(format!("缺少依赖的变更 / depends on change {dep}, which the server does not have"))
                 }
             }
+        }
+        if exists && !self.may_push {
+            let h = &self.household_id;
+            return Some(format!("该住户不在您的负责范围内 / household {h} is not in your scope"));
         }
         None
     }
@@ -238,7 +240,7 @@ fn merge_group(household_id: &str, held: Held, items: &[Pushed], actor: &ActorId
                         Verdict::Discard(reason)
                     }
                     None => {
-                        let reason = match (p.precheck(&merged, &refused), &mut merging) {
+                        let reason = match (p.precheck(merging.is_some(), &merged, &refused), &mut merging) {
                             (Some(reason), _) => Some(reason),
                             (None, None) => Some(no_household(&p.household_id)),
                             (None, Some(m)) => m.try_merge(&p.change, &p.member)?,
@@ -729,7 +731,7 @@ pub(crate) mod tests {
         responses.pop().unwrap().expect("the sync is answered")
     }
 
-    fn visit(household_id: &str, at: i64) -> NewVisit {
+    pub(crate) fn visit(household_id: &str, at: i64) -> NewVisit {
         NewVisit {
             household_id: household_id.into(),
             started_at_ms: at,

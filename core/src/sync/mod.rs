@@ -237,10 +237,13 @@ impl Replica {
                 }
             }
         }
+        for (household_id, missing) in &to_push {
+            tx.push_again(household_id, missing)?;
+        }
         // A household that left the scope goes, unless the member changed it while this
-        // request was on its way: those changes are pushed first (the server takes them
-        // from a device that has just heard of the removal), and the answer to that push
-        // removes it again.
+        // request was on its way, or the server lacks changes to it (a reconciliation):
+        // those changes are pushed first (the server takes them from a device that has
+        // just heard of the removal), and the answer to that push removes it again.
         let mut leaving_later = false;
         for household_id in &response.removed {
             rebuild.remove(household_id);
@@ -250,9 +253,6 @@ impl Replica {
             }
             tx.remove_household(household_id)?;
             step.households_removed.push(household_id.clone());
-        }
-        for (household_id, missing) in &to_push {
-            tx.push_again(household_id, missing)?;
         }
         tx.set_meta(POSITION_KEY, &serde_json::to_string(&response.position).expect("a position serialises"))?;
         if response.reconcile_needed {
