@@ -9,8 +9,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use doorstep_core::document::decode_change;
-use doorstep_core::sync::protocol::{self, DecodeError, SyncRequest, OLDEST_VERSION, PROTOCOL_VERSION};
+use automerge::Change;
+use doorstep_core::document::{decode_change, operations_claimed};
+use doorstep_core::sync::protocol::{
+    self, DecodeError, SyncRequest, MAX_HOUSEHOLD_ID_BYTES, MAX_REQUEST_OPERATIONS, OLDEST_VERSION, PROTOCOL_VERSION,
+};
 use doorstep_core::NewHousehold;
 use serde::Deserialize;
 
@@ -122,7 +125,22 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
     let started = Instant::now();
     let token_hash = hash_secret(&bearer(&headers)?);
     caller(&app, &headers).await?;
-    let request = SyncRequest::decode(&body, app.limits.max_decoded_bytes).map_err(|e| match e {
+    // Decompressing and decoding take CPU in proportion to what the body claims: off the
+    // threads that serve every connection.
+    let max_decoded_bytes = app.limits.max_decoded_bytes;
+    let (request, changes) = tokio::task::spawn_blocking(move || decode_sync(&body, max_decoded_bytes))
+        .await
+        .map_err(|e| ServerError::Internal(format!("decoding a sync request: {e}")))??;
+    let (pushed, version) = (changes.len(), request.version);
+    let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
+    let body = response.encode_for(version);
+    app.metrics.observe_sync(started.elapsed(), pushed, body.len());
+    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
+}
+
+/// A sync request and its pushed changes, decoded and checked, or why not (400).
+fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, Vec<(String, Change)>)> {
+    let request = SyncRequest::decode(body, max_decoded_bytes).map_err(|e| match e {
         // A phone whose app is too old (or newer than the server): the member reads this.
         DecodeError::Version(theirs) => ServerError::BadRequest(format!(
             "请更新应用：服务器支持同步协议第 {OLDEST_VERSION} 至 {PROTOCOL_VERSION} 版，本应用为第 {theirs} 版 / please \
@@ -131,21 +149,31 @@ async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked
         )),
         e => ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")),
     })?;
+    let undecodable =
+        |i: usize, e: String| ServerError::BadRequest(format!("第 {i} 个变更无法解码 / change {i} cannot be decoded: {e}"));
+    let mut operations = 0u64;
+    for (i, pushed) in request.changes.iter().enumerate().map(|(i, p)| (i + 1, p)) {
+        let id = pushed.household_id.trim();
+        if id.is_empty() || id.len() > MAX_HOUSEHOLD_ID_BYTES {
+            return Err(ServerError::BadRequest(format!(
+                "第 {i} 个变更的住户编号为空或过长 / change {i} has no household id, or one longer than \
+                 {MAX_HOUSEHOLD_ID_BYTES} bytes"
+            )));
+        }
+        operations += operations_claimed(&pushed.bytes).map_err(|e| undecodable(i, e))?;
+    }
+    if operations > MAX_REQUEST_OPERATIONS {
+        return Err(ServerError::BadRequest(format!(
+            "一次同步的变更过大，请更新应用 / the changes of this request claim {operations} operations, more than \
+             {MAX_REQUEST_OPERATIONS} in one request"
+        )));
+    }
     let mut changes = Vec::with_capacity(request.changes.len());
     for (i, pushed) in request.changes.iter().enumerate() {
-        if pushed.household_id.trim().is_empty() {
-            return Err(ServerError::BadRequest(format!("change {} has no household id", i + 1)));
-        }
-        let change = decode_change(pushed.bytes.clone()).map_err(|e| {
-            ServerError::BadRequest(format!("第 {} 个变更无法解码 / change {} cannot be decoded: {e}", i + 1, i + 1))
-        })?;
+        let change = decode_change(pushed.bytes.clone()).map_err(|e| undecodable(i + 1, e))?;
         changes.push((pushed.household_id.clone(), change));
     }
-    let (pushed, version) = (changes.len(), request.version);
-    let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
-    let body = response.encode_for(version);
-    app.metrics.observe_sync(started.elapsed(), pushed, body.len());
-    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
+    Ok((request, changes))
 }
 
 /// A backup of the store, made now and streamed (admins): what `doorstep-server backup`

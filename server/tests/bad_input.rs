@@ -1,8 +1,9 @@
 //! Bad input, real processes, the server started with `--config` limiting requests to
 //! 64 KiB (and 1 MiB once decompressed):
 //! - malformed, truncated and empty sync bodies, garbage or corrupted Automerge bytes in a
-//!   well-formed request, an empty household id, a wrong protocol version, a
-//!   decompression bomb: 400 with a clear message;
+//!   well-formed request, an empty or overlong household id, a wrong protocol version, a
+//!   decompression bomb, a request whose changes claim more operations than one may (a
+//!   few bytes can claim thousands): 400 with a clear message;
 //! - oversized bodies: 413; missing, wrong or revoked token: 401;
 //! - malformed JSON, bad CSV rows, bad filters on the other endpoints: 400;
 //! - every refusal answers `{"error": "<中文> / <English>"}`, including the body limit's
@@ -118,6 +119,18 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
             protocol::encode(&with_changes(vec![PushedChange { household_id: " ".into(), ..valid_change.clone() }])),
             400,
             "no household id",
+        ),
+        (
+            "a household id longer than any",
+            protocol::encode(&with_changes(vec![PushedChange { household_id: "户".repeat(22), ..valid_change.clone() }])),
+            400,
+            "longer than 64 bytes",
+        ),
+        (
+            "changes claiming more operations together than a request may",
+            protocol::encode(&with_changes(vec![claiming_many_operations(); 21])),
+            400,
+            "claim 2099979 operations, more than 2000000",
         ),
         ("decompression bomb", bomb, 400, "cannot be read"),
         ("oversized garbage", noise(70_000), 413, "limit"),
@@ -275,6 +288,34 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
     assert_eq!((again.accepted, again.quarantined), (0, 0), "a quarantined change is not resent: {again:?}");
     assert_eq!(admin.quarantine(None).len(), 1);
     server.assert_sound();
+}
+
+/// A change of a few dozen bytes claiming 99,999 operations (one `null` put repeated,
+/// one run in each column): below the limit of one change, and decoding it costs what
+/// decoding 99,999 operations does.
+fn claiming_many_operations() -> PushedChange {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    let op = Op {
+        action: OpType::Put(automerge::ScalarValue::Null),
+        obj: ObjectId::Root,
+        key: Key::Map("x".into()),
+        pred: SortedVec::new(),
+        insert: false,
+    };
+    let change = automerge::Change::from(automerge::ExpandedChange {
+        operations: vec![op; 99_999],
+        actor_id: automerge::ActorId::random(),
+        hash: None,
+        seq: 1,
+        start_op: 1.try_into().unwrap(),
+        time: 0,
+        message: None,
+        deps: vec![],
+        extra_bytes: vec![],
+        author: None,
+    });
+    assert!(change.raw_bytes().len() < 100, "{} bytes", change.raw_bytes().len());
+    PushedChange { household_id: "h".into(), bytes: change.raw_bytes().to_vec() }
 }
 
 /// Incompressible bytes.

@@ -102,7 +102,7 @@ pub const MAX_CHANGE_OPERATIONS: u64 = 100_000;
 /// would otherwise be accepted under a new hash; and it counts a change's operations one
 /// by one, so their number is read from the run lengths first (`claimed`).
 pub fn decode_change(bytes: Vec<u8>) -> std::result::Result<Change, String> {
-    let claimed = claimed::operations_claimed(&bytes)?;
+    let claimed = operations_claimed(&bytes)?;
     if claimed > MAX_CHANGE_OPERATIONS {
         return Err(format!("it claims {claimed} operations, more than {MAX_CHANGE_OPERATIONS}"));
     }
@@ -111,6 +111,12 @@ pub fn decode_change(bytes: Vec<u8>) -> std::result::Result<Change, String> {
         return Err("checksum mismatch".to_string());
     }
     Ok(change)
+}
+
+/// How many operations a change's bytes claim (read from its run lengths, without
+/// decoding it), or why they are not a change `decode_change` takes.
+pub fn operations_claimed(bytes: &[u8]) -> std::result::Result<u64, String> {
+    claimed::operations_claimed(bytes)
 }
 
 pub(crate) fn new_id() -> String {

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::document::{HouseholdDocument, View};
+use crate::document::{operations_claimed, HouseholdDocument, View};
+use crate::sync::protocol::MAX_REQUEST_OPERATIONS;
 use crate::error::Result;
 
 pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
@@ -138,20 +139,24 @@ impl Store {
     }
 
     /// Local changes not yet acknowledged by the server and not quarantined, oldest
-    /// first, up to about `max_bytes` (at least one).
+    /// first, up to about `max_bytes` and up to the operations a request may claim
+    /// (`MAX_REQUEST_OPERATIONS`; at least one change).
     pub fn outbox_batch(&self, max_bytes: usize) -> Result<Vec<(String, Vec<u8>)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT household_id, data FROM outbox WHERE quarantine_reason IS NULL ORDER BY seq",
         )?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
-        let mut total = 0;
+        let (mut total, mut operations) = (0, 0);
         while let Some(row) = rows.next()? {
             let data: Vec<u8> = row.get(1)?;
-            if !out.is_empty() && total + data.len() > max_bytes {
+            // Bytes that claim no count are refused by the server whatever the batch.
+            let claimed = operations_claimed(&data).unwrap_or(0);
+            if !out.is_empty() && (total + data.len() > max_bytes || operations + claimed > MAX_REQUEST_OPERATIONS) {
                 break;
             }
             total += data.len();
+            operations += claimed;
             out.push((row.get(0)?, data));
         }
         Ok(out)
@@ -367,5 +372,37 @@ impl StoreTx<'_> {
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A request's changes stay within what a request may claim.
+
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    use automerge::{ActorId, ScalarValue};
+
+    use super::*;
+    use crate::document::fixtures::change_of;
+
+    #[test]
+    fn a_batch_stops_before_its_changes_claim_more_operations_than_a_request_may() {
+        let put_null =
+            Op { action: OpType::Put(ScalarValue::Null), obj: ObjectId::Root, key: Key::Map("x".into()), pred: SortedVec::new(), insert: false };
+        // Changes of a few dozen bytes, each claiming 99,999 operations.
+        let changes: Vec<(String, Vec<u8>)> = (0..21)
+            .map(|_| change_of(ActorId::random(), 1, vec![], vec![put_null.clone(); 99_999]))
+            .map(|c| (c.hash().to_string(), c.raw_bytes().to_vec()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("r.sqlite3")).unwrap();
+        let tx = store.transaction().unwrap();
+        tx.add_to_outbox("h", &changes).unwrap();
+        tx.commit().unwrap();
+        let batch = store.outbox_batch(usize::MAX).unwrap();
+        assert_eq!(batch.len(), 20, "20 × 99,999 claimed operations fit in 2,000,000");
+        let claimed: u64 = batch.iter().map(|(_, bytes)| operations_claimed(bytes).unwrap()).sum();
+        assert!(claimed <= MAX_REQUEST_OPERATIONS);
+        assert_eq!(store.outbox_batch(1).unwrap().len(), 1, "at least one change");
     }
 }
