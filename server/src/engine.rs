@@ -223,10 +223,7 @@ impl<S: ServerStore> Engine<S> {
     /// their own reason.
     pub fn release(&mut self, by: &str, hash: &str) -> Result<()> {
         self.write(|tx, docs| {
-            let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("quarantined change {hash}")))?;
-            if q.status != QuarantineStatus::Held {
-                return Err(ServerError::BadRequest(format!("change {hash} was already {}", q.status.as_str())));
-            }
+            let q = still_held(tx, hash)?;
             let change = Change::from_bytes(q.bytes.clone()).map_err(|e| ServerError::Internal(e.to_string()))?;
             docs.merge(tx, &q.household_id, &change, Some(&q.device_id), Scope::Everything)?;
             tx.set_quarantine_status(hash, QuarantineStatus::Released, by, now_ms())?;
@@ -238,10 +235,7 @@ impl<S: ServerStore> Engine<S> {
     /// is told and rebuilds the household from the server's copy.
     pub fn discard(&mut self, by: &str, hash: &str) -> Result<()> {
         self.write(|tx, _| {
-            let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("quarantined change {hash}")))?;
-            if q.status != QuarantineStatus::Held {
-                return Err(ServerError::BadRequest(format!("change {hash} was already {}", q.status.as_str())));
-            }
+            still_held(tx, hash)?;
             let mut doomed = vec![hash.to_string()];
             let held = tx.quarantined(Some(QuarantineStatus::Held))?;
             let mut i = 0;
@@ -259,6 +253,16 @@ impl<S: ServerStore> Engine<S> {
             Ok(())
         })
     }
+}
+
+/// A quarantined change an admin may still decide (held).
+fn still_held(tx: &impl WriteTx, hash: &str) -> Result<crate::store::QuarantinedChange> {
+    let q = tx.quarantined_change(hash)?.ok_or_else(|| ServerError::NotFound(format!("隔离的变更 / quarantined change {hash}")))?;
+    if q.status != QuarantineStatus::Held {
+        let status = q.status.as_str();
+        return Err(ServerError::BadRequest(format!("该变更已处理（{status}）/ change {hash} was already {status}")));
+    }
+    Ok(q)
 }
 
 /// Sync requests handled together, in one transaction.

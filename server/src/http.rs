@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +24,7 @@ use crate::config::Limits;
 use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
 use crate::extract::Checked;
+use crate::metrics::Metrics;
 use crate::org::{Branch, Community, Member, Role};
 use crate::readers::Readers;
 use crate::store::read::ReadStore;
@@ -38,7 +40,7 @@ pub struct AppState {
     pub tokens: Readers<SqliteReader>,
     pub limits: Limits,
     pub started: Instant,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Metrics,
     /// The hash of the token `/metrics` asks for, if one was set (hashed once, at start).
     pub metrics_token_hash: Option<String>,
 }
@@ -50,7 +52,7 @@ pub fn router(state: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/sync", post(sync))
+        .route("/v1/sync", post(sync).layer(axum::middleware::from_fn_with_state(state.clone(), count_refused_syncs)))
         .route("/v1/enrol", post(enrol))
         .route("/v1/admin/organisation", get(organisation))
         .route("/v1/admin/branches", post(add_branch))
@@ -85,26 +87,57 @@ fn bearer(headers: &HeaderMap) -> Result<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .ok_or(ServerError::Unauthorized)
 }
 
 /// The member behind a request's token (enrolled, not revoked).
-pub async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
+async fn caller(app: &App, headers: &HeaderMap) -> Result<Member> {
     let token_hash = hash_secret(&bearer(headers)?);
     app.tokens
         .read(move |store| store.member_by_token(&token_hash)?.ok_or(ServerError::Unauthorized))
         .await
 }
 
-async fn admin_caller(app: &App, headers: &HeaderMap) -> Result<Member> {
-    let member = caller(app, headers).await?;
-    if member.role != Role::Admin {
-        return Err(ServerError::Forbidden("只有管理员可以执行此操作 / admins only".into()));
+/// The member behind the request's token, as a handler's first argument: the token is
+/// checked before the request's query or body is read, so that a caller without one
+/// gets 401, not a complaint about a body the server never wanted from it.
+pub struct Caller(pub Member);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ServerError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller> {
+        caller(app, &parts.headers).await.map(Caller)
     }
-    Ok(member)
+}
+
+/// `Caller`, for admins only (403 otherwise).
+pub struct AdminCaller(pub Member);
+
+impl FromRequestParts<App> for AdminCaller {
+    type Rejection = ServerError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<AdminCaller> {
+        let member = caller(app, &parts.headers).await?;
+        if member.role != Role::Admin {
+            return Err(ServerError::Forbidden("只有管理员可以执行此操作 / admins only".into()));
+        }
+        Ok(AdminCaller(member))
+    }
+}
+
+/// Count the sync requests answered with an error, whatever refused them (the token, the
+/// body's size or contents, the server).
+async fn count_refused_syncs(State(app): State<App>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if !response.status().is_success() {
+        app.metrics.refused_sync(response.status().as_u16());
+    }
+    response
 }
 
 async fn healthz() -> &'static str {
@@ -118,13 +151,12 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response>
         }
     }
     let text = app.metrics.render(app.started, app.writer.compactions_due());
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response())
 }
 
-async fn sync(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<Bytes>) -> Result<Response> {
+async fn sync(State(app): State<App>, headers: HeaderMap, _: Caller, Checked(body): Checked<Bytes>) -> Result<Response> {
     let started = Instant::now();
     let token_hash = hash_secret(&bearer(&headers)?);
-    caller(&app, &headers).await?;
     // Decompressing and decoding take CPU in proportion to what the body claims: off the
     // threads that serve every connection.
     let max_decoded_bytes = app.limits.max_decoded_bytes;
@@ -178,8 +210,7 @@ fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, Ve
 
 /// A backup of the store, made now and streamed (admins): what `doorstep-server backup`
 /// writes, to keep off the server's disk.
-async fn backup(State(app): State<App>, headers: HeaderMap) -> Result<Response> {
-    admin_caller(&app, &headers).await?;
+async fn backup(State(app): State<App>, _: AdminCaller) -> Result<Response> {
     let (file, bytes) = app.readers.read(|store| store.back_up_for_download()).await?;
     let name = format!("doorstep-{}.sqlite3", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
@@ -200,27 +231,23 @@ async fn enrol(State(app): State<App>, Checked(Json(body)): Checked<Json<EnrolRe
     Ok(Json(app.writer.run(move |e| admin::exchange_code(e, &body.code)).await?))
 }
 
-async fn organisation(State(app): State<App>, headers: HeaderMap) -> Result<Json<admin::Organisation>> {
-    admin_caller(&app, &headers).await?;
+async fn organisation(State(app): State<App>, _: AdminCaller) -> Result<Json<admin::Organisation>> {
     Ok(Json(app.writer.run(admin::organisation).await?))
 }
 
-async fn add_branch(State(app): State<App>, headers: HeaderMap, Checked(Json(b)): Checked<Json<Branch>>) -> Result<Json<Branch>> {
-    admin_caller(&app, &headers).await?;
+async fn add_branch(State(app): State<App>, _: AdminCaller, Checked(Json(b)): Checked<Json<Branch>>) -> Result<Json<Branch>> {
     let out = b.clone();
     app.writer.run(move |e| admin::add_branch(e, &b)).await?;
     Ok(Json(out))
 }
 
-async fn add_community(State(app): State<App>, headers: HeaderMap, Checked(Json(c)): Checked<Json<Community>>) -> Result<Json<Community>> {
-    admin_caller(&app, &headers).await?;
+async fn add_community(State(app): State<App>, _: AdminCaller, Checked(Json(c)): Checked<Json<Community>>) -> Result<Json<Community>> {
     let out = c.clone();
     app.writer.run(move |e| admin::add_community(e, &c)).await?;
     Ok(Json(out))
 }
 
-async fn add_member(State(app): State<App>, headers: HeaderMap, Checked(Json(m)): Checked<Json<Member>>) -> Result<Json<Member>> {
-    admin_caller(&app, &headers).await?;
+async fn add_member(State(app): State<App>, _: AdminCaller, Checked(Json(m)): Checked<Json<Member>>) -> Result<Json<Member>> {
     let out = m.clone();
     app.writer.run(move |e| admin::add_member(e, &m)).await?;
     Ok(Json(out))
@@ -242,10 +269,10 @@ struct HouseholdBody {
 
 async fn create_household(
     State(app): State<App>,
-    headers: HeaderMap,
+    AdminCaller(admin): AdminCaller,
     Checked(Json(h)): Checked<Json<HouseholdBody>>,
 ) -> Result<Json<serde_json::Value>> {
-    let by = admin_caller(&app, &headers).await?.id;
+    let by = admin.id;
     let new = NewHousehold {
         family_name: h.family_name,
         address: h.address,
@@ -259,8 +286,8 @@ async fn create_household(
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
-async fn import_households(State(app): State<App>, headers: HeaderMap, Checked(body): Checked<axum::body::Bytes>) -> Result<Json<serde_json::Value>> {
-    let by = admin_caller(&app, &headers).await?.id;
+async fn import_households(State(app): State<App>, AdminCaller(admin): AdminCaller, Checked(body): Checked<axum::body::Bytes>) -> Result<Json<serde_json::Value>> {
+    let by = admin.id;
     let ids = app.writer.run(move |e| admin::import_households_csv(e, &by, &body)).await?;
     Ok(Json(serde_json::json!({ "imported": ids.len(), "ids": ids })))
 }
@@ -278,11 +305,11 @@ fn yes() -> bool {
 
 async fn assign(
     State(app): State<App>,
-    headers: HeaderMap,
+    AdminCaller(admin): AdminCaller,
     Checked(Path(id)): Checked<Path<String>>,
     Checked(Json(body)): Checked<Json<AssignmentBody>>,
 ) -> Result<Json<serde_json::Value>> {
-    let by = admin_caller(&app, &headers).await?.id;
+    let by = admin.id;
     app.writer.run(move |e| admin::assign(e, &by, &id, &body.member_id, body.assigned)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -297,8 +324,7 @@ struct DeviceBody {
     device_id: Option<String>,
 }
 
-async fn enrol_device(State(app): State<App>, headers: HeaderMap, Checked(Json(body)): Checked<Json<DeviceBody>>) -> Result<Json<admin::Enrolment>> {
-    admin_caller(&app, &headers).await?;
+async fn enrol_device(State(app): State<App>, _: AdminCaller, Checked(Json(body)): Checked<Json<DeviceBody>>) -> Result<Json<admin::Enrolment>> {
     Ok(Json(app.writer.run(move |e| admin::enrol_device(e, &body.member_id, &body.label, body.device_id.as_deref())).await?))
 }
 
@@ -309,15 +335,13 @@ struct DevicesQuery {
 
 async fn list_devices(
     State(app): State<App>,
-    headers: HeaderMap,
+    _: AdminCaller,
     Checked(Query(q)): Checked<Query<DevicesQuery>>,
 ) -> Result<Json<Vec<crate::org::Device>>> {
-    admin_caller(&app, &headers).await?;
     Ok(Json(app.writer.run(move |e| admin::devices(e, q.member.as_deref())).await?))
 }
 
-async fn revoke_device(State(app): State<App>, headers: HeaderMap, Checked(Path(id)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
-    admin_caller(&app, &headers).await?;
+async fn revoke_device(State(app): State<App>, _: AdminCaller, Checked(Path(id)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
     app.writer.run(move |e| admin::revoke_device(e, &id)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -329,28 +353,31 @@ struct QuarantineQuery {
 
 async fn list_quarantine(
     State(app): State<App>,
-    headers: HeaderMap,
+    _: AdminCaller,
     Checked(Query(q)): Checked<Query<QuarantineQuery>>,
 ) -> Result<Json<Vec<crate::store::QuarantinedChange>>> {
-    admin_caller(&app, &headers).await?;
     let status = match q.status.as_deref() {
         None => None,
         Some("held") => Some(QuarantineStatus::Held),
         Some("released") => Some(QuarantineStatus::Released),
         Some("discarded") => Some(QuarantineStatus::Discarded),
-        Some(other) => return Err(ServerError::BadRequest(format!("unknown status {other:?}"))),
+        Some(other) => {
+            return Err(ServerError::BadRequest(format!(
+                "状态应为 held、released 或 discarded / status must be held, released or discarded, not {other:?}"
+            )))
+        }
     };
     Ok(Json(app.writer.run(move |e| admin::quarantined(e, status)).await?))
 }
 
-async fn release(State(app): State<App>, headers: HeaderMap, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
-    let by = admin_caller(&app, &headers).await?.id;
+async fn release(State(app): State<App>, AdminCaller(admin): AdminCaller, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
+    let by = admin.id;
     app.writer.run(move |e| e.release(&by, &hash)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
-async fn discard(State(app): State<App>, headers: HeaderMap, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
-    let by = admin_caller(&app, &headers).await?.id;
+async fn discard(State(app): State<App>, AdminCaller(admin): AdminCaller, Checked(Path(hash)): Checked<Path<String>>) -> Result<Json<serde_json::Value>> {
+    let by = admin.id;
     app.writer.run(move |e| e.discard(&by, &hash)).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }

@@ -173,7 +173,9 @@ fn admin_action(engine: &mut Engine<SqliteStore>, action: AdminAction) -> doorst
         AdminAction::AddCommunity { id, name } => admin::add_community(engine, &Community { id, name })?,
         AdminAction::AddMember { id, name, role, branch, scope_branches, scope_communities } => {
             let role = Role::parse(&role).ok_or_else(|| {
-                doorstep_server::error::ServerError::BadRequest(format!("role must be member, coordinator or admin, not {role:?}"))
+                doorstep_server::error::ServerError::BadRequest(format!(
+                    "角色应为 member、coordinator 或 admin / role must be member, coordinator or admin, not {role:?}"
+                ))
             })?;
             admin::add_member(engine, &Member { id, name, role, branch_id: branch, scope_branches, scope_communities })?
         }

@@ -1,9 +1,10 @@
-//! `/metrics` in the Prometheus text format (prometheus-client).
+//! `/metrics` in the OpenMetrics text format (prometheus-client), which Prometheus reads.
 
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -22,6 +23,7 @@ pub struct Metrics {
     registry: Registry,
     pub backups: BackupMetrics,
     syncs: Counter,
+    refused_syncs: Family<Vec<(String, String)>, Counter>,
     pushed_changes: Counter,
     response_bytes: Counter,
     sync_seconds: Histogram,
@@ -33,12 +35,14 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("doorstep");
         let syncs = Counter::default();
+        let refused_syncs = Family::<Vec<(String, String)>, Counter>::default();
         let pushed_changes = Counter::default();
         let response_bytes = Counter::default();
         let sync_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let uptime_seconds = Gauge::default();
         let compactions_due = Gauge::default();
         registry.register("sync_requests", "Sync requests answered", syncs.clone());
+        registry.register("sync_refused", "Sync requests refused, by HTTP status", refused_syncs.clone());
         registry.register("pushed_changes", "Changes phones pushed (accepted or quarantined)", pushed_changes.clone());
         registry.register("sync_response_bytes", "Bytes sent in sync responses", response_bytes.clone());
         registry.register("sync_duration_seconds", "Time to answer a sync request", sync_seconds.clone());
@@ -61,7 +65,7 @@ impl Default for Metrics {
             "Unix time the next scheduled backup is due (0: no schedule)",
             backups.next_at.clone(),
         );
-        Metrics { registry, backups, syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds, compactions_due }
+        Metrics { registry, backups, syncs, refused_syncs, pushed_changes, response_bytes, sync_seconds, uptime_seconds, compactions_due }
     }
 }
 
@@ -72,6 +76,14 @@ impl Metrics {
         self.response_bytes.inc_by(response_bytes as u64);
         self.sync_seconds.observe(took.as_secs_f64());
     }
+
+    /// A sync request answered with an error (`status`: 400, 401, 413, 500...).
+    pub fn refused_sync(&self, status: u16) {
+        self.refused_syncs.get_or_create(&vec![("status".to_string(), status.to_string())]).inc();
+    }
+
+    /// The content type of what `render` writes.
+    pub const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
     pub fn render(&self, started: Instant, compactions_due: usize) -> String {
         self.uptime_seconds.set(started.elapsed().as_secs() as i64);

@@ -4,7 +4,7 @@
 //! (`store::read`, from the projection tables: no document is loaded).
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, Uri};
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use doorstep_core::IssueStatus;
 
 use crate::error::{Result, ServerError};
 use crate::extract::Checked;
-use crate::http::{caller, App};
+use crate::http::{App, Caller};
 use crate::org::{Member, Role};
 use crate::store::read::{Page, Period, ReadQuery, ReadStore, SortKey, Stats, StatusFilter};
 
@@ -159,8 +159,7 @@ fn query(member: Member, f: Filter, page: Option<Page>) -> Result<ReadQuery> {
     Ok(ReadQuery { caller: member, branch: f.branch, community: f.community, member: f.member, status, overdue_on, period, page })
 }
 
-async fn households(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
-    let member = caller(&app, &headers).await?;
+async fn households(State(app): State<App>, Caller(member): Caller, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     refuse_filter(f.status.is_some(), "status", "/v1/households")?;
     refuse_filter(f.overdue_on.is_some(), "overdue_on", "/v1/households")?;
     let page = page(&f, true)?;
@@ -169,8 +168,7 @@ async fn households(State(app): State<App>, headers: HeaderMap, uri: Uri, Checke
     Ok(list(rows, page.as_ref(), &uri, |h| h.sort_key()))
 }
 
-async fn visits(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
-    let member = caller(&app, &headers).await?;
+async fn visits(State(app): State<App>, Caller(member): Caller, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     refuse_filter(f.status.is_some(), "status", "/v1/visits")?;
     refuse_filter(f.overdue_on.is_some(), "overdue_on", "/v1/visits")?;
     let page = page(&f, false)?;
@@ -179,16 +177,14 @@ async fn visits(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Qu
     Ok(list(rows, page.as_ref(), &uri, |v| v.sort_key()))
 }
 
-async fn issues(State(app): State<App>, headers: HeaderMap, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
-    let member = caller(&app, &headers).await?;
+async fn issues(State(app): State<App>, Caller(member): Caller, uri: Uri, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Response> {
     let page = page(&f, false)?;
     let q = query(member, f, page.clone())?;
     let rows = app.readers.read(move |store| store.issues(&q)).await?;
     Ok(list(rows, page.as_ref(), &uri, |i| i.sort_key()))
 }
 
-async fn stats(State(app): State<App>, headers: HeaderMap, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Stats>> {
-    let member = caller(&app, &headers).await?;
+async fn stats(State(app): State<App>, Caller(member): Caller, Checked(Query(f)): Checked<Query<Filter>>) -> Result<Json<Stats>> {
     refuse_filter(f.status.is_some(), "status", "/v1/stats")?;
     refuse_filter(f.limit.is_some() || f.after.is_some(), "limit/after", "/v1/stats")?;
     let mut q = query(member, f, None)?;

@@ -433,8 +433,18 @@ fn metrics_ask_for_their_token_when_one_is_configured() {
             r = r.bearer_auth(t);
         }
         let r = r.send().unwrap();
-        (r.status().as_u16(), r.text().unwrap())
+        let status = r.status().as_u16();
+        if status == 200 {
+            let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+        }
+        (status, r.text().unwrap())
     };
+    // Syncs refused for their token and for their body, and one answered.
+    assert_eq!(raw_sync(&server.url, None, vec![1, 2, 3]).0, 401);
+    assert_eq!(raw_sync(&server.url, Some(&admin_token), vec![1, 2, 3]).0, 400);
+    let answered = raw_sync(&server.url, Some(&admin_token), doorstep_core::sync::protocol::encode(&empty_sync_request()));
+    assert_eq!(answered.0, 200, "{}", answered.1);
     for token in [None, Some("wrong"), Some(admin_token.as_str())] {
         let (status, body) = metrics(token);
         assert_eq!(status, 401, "{token:?}: {body}");
@@ -442,8 +452,46 @@ fn metrics_ask_for_their_token_when_one_is_configured() {
     }
     let (status, body) = metrics(Some("scrape-secret-1"));
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("sync_requests"), "Prometheus text: {body}");
-    assert!(body.contains("\ndoorstep_compactions_due 0\n"), "nothing waits to be compacted: {body}");
+    assert_openmetrics(&body);
+    for sample in [
+        "\ndoorstep_sync_requests_total 1\n",
+        "\ndoorstep_sync_refused_total{status=\"401\"} 1\n",
+        "\ndoorstep_sync_refused_total{status=\"400\"} 1\n",
+        "\ndoorstep_compactions_due 0\n",
+    ] {
+        assert!(body.contains(sample), "{sample:?} in {body}");
+    }
     let (status, _) = get(&format!("{}/healthz", server.url), "");
     assert_eq!(status, 200, "health stays open");
+}
+
+/// The OpenMetrics text format, as Prometheus reads it: every sample belongs to a family
+/// its `# TYPE` line declared (a counter's samples end in `_total`), every value is a
+/// number, and the text ends with `# EOF`.
+fn assert_openmetrics(body: &str) {
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let mut families: Vec<(String, String)> = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty() && *l != "# EOF") {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declared.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+            families.push((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let (name_and_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "a number: {line}");
+        let name = name_and_labels.split('{').next().unwrap();
+        let family = families.iter().find(|(family, kind)| {
+            let suffixes: &[&str] = match kind.as_str() {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_count", "_sum", "_created"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|suffix| name.strip_suffix(suffix) == Some(family.as_str()))
+        });
+        assert!(family.is_some(), "{name} belongs to no declared family: {body}");
+    }
+    assert!(families.len() >= 10, "{families:?}");
 }

@@ -4,7 +4,8 @@
 //!   well-formed request, an empty or overlong household id, a wrong protocol version, a
 //!   decompression bomb, a request whose changes claim more operations than one may (a
 //!   few bytes can claim thousands): 400 with a clear message;
-//! - oversized bodies: 413; missing, wrong or revoked token: 401;
+//! - oversized bodies: 413; missing, wrong or revoked token: 401, checked before the body
+//!   or the query is read (a body without a token is not looked at);
 //! - malformed JSON, bad CSV rows, bad filters on the other endpoints: 400;
 //! - every refusal answers `{"error": "<中文> / <English>"}`, including the body limit's
 //!   413 and a JSON body of the wrong shape (400, naming the field);
@@ -172,6 +173,23 @@ fn bad_input_is_refused_with_a_clear_status_and_nothing_is_stored() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 401, "not a bearer token");
+    let nothing_pushed = protocol::encode(&with_changes(vec![]));
+    let r = http().post(format!("{url}/v1/sync")).header("authorization", format!("bearer {token}")).body(nothing_pushed);
+    assert_eq!(r.send().unwrap().status().as_u16(), 200, "the scheme's name in any case");
+    // Without a token, what the body holds is never looked at: 401, not 400 or 413.
+    for (path, body) in [
+        ("/v1/sync", noise(70_000)),
+        ("/v1/sync", b"not a sync request".to_vec()),
+        ("/v1/admin/branches", b"{\"id\": ".to_vec()),
+        ("/v1/admin/households/import", vec![b'x'; 70_000]),
+    ] {
+        let r = http().post(format!("{url}{path}")).header("content-type", "application/json").body(body).send().unwrap();
+        let status = r.status().as_u16();
+        let message = bilingual_error(&r.text().unwrap());
+        assert_eq!(status, 401, "{path}: {message}");
+    }
+    let (s, v) = get(&format!("{url}/v1/visits?from=yesterday"), "");
+    assert_eq!(s, 401, "the token before the query: {v}");
 
     // The other endpoints.
     let json_post = |path: &str, body: &str| {
