@@ -135,6 +135,29 @@ fn concurrent_status_transitions_converge_by_the_written_rule_and_all_stay_in_hi
 }
 
 #[test]
+fn a_status_conflict_settles_on_the_value_that_lost_too() {
+    let t = two_phones();
+    let issue = t.a.raise_issue(&new_issue(&t.household)).unwrap().id;
+    sync_pair(&t.a, &t.b);
+    t.a.transition_issue(&issue, &IssueStatus::Acknowledged, "已了解").unwrap();
+    t.b.transition_issue(&issue, &IssueStatus::Referred, "转交街道").unwrap();
+    sync_pair(&t.a, &t.b);
+    assert_eq!(t.a.issue(&issue).unwrap().status, IssueStatus::Referred, "the later stage wins");
+    let c = t.a.conflicts(Some(&t.household)).unwrap();
+    // Referred to acknowledged is no move a person may make; the choice between two
+    // moves from open is.
+    t.a.resolve_conflict(&t.household, &c[0].path, "acknowledged").unwrap();
+    sync_pair(&t.a, &t.b);
+    for r in [&t.a, &t.b] {
+        let i = r.issue(&issue).unwrap();
+        assert_eq!(i.status, IssueStatus::Acknowledged);
+        let settled = i.transitions.last().unwrap();
+        assert_eq!((&settled.from, &settled.to), (&IssueStatus::Open, &IssueStatus::Acknowledged));
+        assert!(r.conflicts(None).unwrap().is_empty());
+    }
+}
+
+#[test]
 fn edited_notes_merge_character_by_character() {
     let t = two_phones();
     let visit = t.a.record_visit(&new_visit(&t.household, 1_000, "孩子作业习惯需要关注。")).unwrap().id;

@@ -895,7 +895,9 @@ impl HouseholdDocument {
     }
 
     /// Move a problem to `to`, checked against its current status. `force` is used only to
-    /// settle a status conflict, where the chosen status may equal the current one.
+    /// settle a status conflict: the move is then the one the chosen value's own
+    /// transition made (from the status both moves left), which was allowed, where a move
+    /// from the value shown may not be (referred back to acknowledged).
     fn add_transition(
         &mut self,
         author: &Author,
@@ -915,10 +917,15 @@ impl HouseholdDocument {
         }
         let transitions = Self::map_at(&self.doc, &["issues", issue_id, "transitions"])
             .ok_or_else(|| Error::not_found("issue", issue_id))?;
+        let chosen_move = || {
+            let heads = derived.heads.iter().filter_map(|head| issue.transitions.get(head));
+            heads.filter(|t| IssueStatus::from(t.to.as_str()) == *to).map(|t| t.from.clone()).next()
+        };
+        let from = force.then(chosen_move).flatten().unwrap_or_else(|| derived.status.as_str().to_string());
         let id = new_id();
         let value = TransitionDoc {
             id: id.clone(),
-            from: derived.status.as_str().to_string(),
+            from,
             to: to.as_str().to_string(),
             reason: reason.to_string(),
             after: derived.heads,
@@ -1034,6 +1041,39 @@ mod tests {
         let mut older = HouseholdDocument::load(doc.id(), &saved, &ActorId::random()).unwrap();
         assert_eq!(older.apply(vec![reencoded(&change, |c| c.time = at_ms)]).unwrap().applied, 1);
         assert_eq!(older.history()[1].by.at_ms, at_ms);
+    }
+
+    #[test]
+    fn settling_a_status_conflict_on_the_value_that_lost_passes_the_rules() {
+        let (member, coordinator) = (author(), Author { member_id: "c-1".into(), device_id: "c-device".into() });
+        let mut one = household();
+        let new = NewIssue {
+            household_id: one.id().into(),
+            visit_id: None,
+            category: IssueCategory::Enrolment,
+            title: "入学材料".into(),
+            description: String::new(),
+            urgency: Urgency::Normal,
+            assignee: None,
+            due_on: None,
+        };
+        let issue = one.raise_issue(&member, 2_000, &new).unwrap();
+        let saved = one.save();
+        let mut two = HouseholdDocument::load(one.id(), &saved, &ActorId::random()).unwrap();
+        let (before_one, before_two) = (one.heads(), two.heads());
+        one.transition_issue(&member, 3_000, &issue, &IssueStatus::Acknowledged, "已了解").unwrap();
+        two.transition_issue(&coordinator, 3_000, &issue, &IssueStatus::Referred, "转交街道").unwrap();
+        one.apply(two.changes_since(&before_two)).unwrap();
+        two.apply(one.changes_since(&before_one)).unwrap();
+        assert_eq!(one.issues().unwrap()[0].status, IssueStatus::Referred);
+
+        // The member settles on acknowledged, the value that lost; the server checks it.
+        let before = one.heads();
+        one.resolve_conflict(&member, 4_000, &format!("issues/{issue}/status"), "acknowledged").unwrap();
+        let settled = one.changes_since(&before).remove(0);
+        two.apply_verified(settled.clone()).unwrap();
+        assert!(rules::check_change(&mut two, &settled, &member.member_id, crate::model::Role::Member).is_ok());
+        assert_eq!(two.issues().unwrap()[0].status, IssueStatus::Acknowledged);
     }
 
     #[test]
