@@ -79,11 +79,12 @@ impl Inner {
 
     /// Check the replica's own new `changes`, already in `doc`, by the rules the server
     /// will check them by (`document::rules`), for the member's role. Before the first
-    /// sync the role is unknown, and the server checks alone. The records the last change
-    /// touched and their projection, as the check read them (`None`: nothing checked, or
-    /// the whole document).
+    /// sync the role is unknown: the schema is checked (as it is for every role; an
+    /// admin's changes are checked for nothing more), and who may change what is left to
+    /// the server. The records the last change touched and their projection, as the
+    /// check read them (`None`: nothing checked, or the whole document).
     fn check_own(&self, doc: &mut HouseholdDocument, changes: &[Change]) -> Result<Option<(Scope, View)>> {
-        let Some(role) = self.role else { return Ok(None) };
+        let role = self.role.unwrap_or(Role::Admin);
         let mut read = None;
         for change in changes {
             let (scope, view) = rules::check_change(doc, change, &self.author.member_id, role)

@@ -183,6 +183,23 @@ fn bad_input_is_refused_with_a_readable_error_and_changes_nothing() {
     let g = r.household(&h).unwrap().guardians[0].id.clone();
     assert!(matches!(r.update_guardian(&h, &g, &bad_phone).unwrap_err(), Error::InvalidInput { .. }));
 
+    // Edits that would leave a record the server refuses (it would hold every later
+    // change to the household with it): refused on the phone, before its first sync too.
+    let visit = r.record_visit(&new_visit(&h, 10_000, "x")).unwrap();
+    let history = history + 1;
+    let ends_early = VisitUpdate { ended_at_ms: Some(5_000), ..Default::default() };
+    assert!(r.update_visit(&visit.id, &ends_early).unwrap_err().to_string().contains("cannot end before it starts"));
+    let starts_late = VisitUpdate { started_at_ms: Some(visit.ended_at_ms.unwrap() + 1), ..Default::default() };
+    assert!(r.update_visit(&visit.id, &starts_late).unwrap_err().to_string().contains("cannot end before it starts"));
+    for blank in [
+        HouseholdUpdate { community_id: Some(" ".into()), ..Default::default() },
+        HouseholdUpdate { branch_id: Some(String::new()), ..Default::default() },
+    ] {
+        assert!(matches!(r.update_household(&h, &blank).unwrap_err(), Error::InvalidInput { .. }), "{blank:?}");
+    }
+    let nameless = GuardianUpdate { name: Some("  ".into()), ..Default::default() };
+    assert!(matches!(r.update_guardian(&h, &g, &nameless).unwrap_err(), Error::InvalidInput { .. }));
+
     // A change with one flipped bit (its checksum no longer matches): refused.
     let mut flipped = r.export_changes(&[]).unwrap();
     let last = flipped[0].changes[0].len() - 1;

@@ -127,6 +127,14 @@ fn corrupt(id: &str, e: impl std::fmt::Display) -> Error {
     Error::CorruptHousehold { household_id: id.to_string(), reason: e.to_string() }
 }
 
+/// A visit ends (if it says when) no earlier than it starts.
+fn check_visit_times(started_at_ms: i64, ended_at_ms: Option<i64>) -> Result<()> {
+    if ended_at_ms.is_some_and(|ended| ended < started_at_ms) {
+        return Err(Error::invalid("走访结束时间早于开始时间", "a visit cannot end before it starts"));
+    }
+    Ok(())
+}
+
 /// A calendar date typed by a person: `YYYY-MM-DD`.
 pub fn check_date(field: &str, value: &str) -> Result<()> {
     parse_date(value).map(|_| ()).ok_or_else(|| {
@@ -621,8 +629,14 @@ impl HouseholdDocument {
 
     pub fn update_household(&mut self, author: &Author, now_ms: i64, update: &HouseholdUpdate) -> Result<()> {
         let obj = self.household_map()?;
-        if let Some(name) = &update.family_name {
-            check_not_blank("family_name/户名", name)?;
+        for (field, value) in [
+            ("family_name/户名", &update.family_name),
+            ("community_id/社区", &update.community_id),
+            ("branch_id/支部", &update.branch_id),
+        ] {
+            if let Some(value) = value {
+                check_not_blank(field, value)?;
+            }
         }
         self.change(author, now_ms, "update_household".into(), |doc| {
             for (key, value) in [
@@ -671,6 +685,9 @@ impl HouseholdDocument {
     ) -> Result<()> {
         let obj = Self::map_at(&self.doc, &["household", "guardians", guardian_id])
             .ok_or_else(|| Error::not_found("guardian", guardian_id))?;
+        if let Some(name) = &update.name {
+            check_not_blank("name/姓名", name)?;
+        }
         if let Some(phone) = &update.phone {
             check_phone(phone)?;
         }
@@ -722,11 +739,7 @@ impl HouseholdDocument {
     }
 
     pub fn record_visit(&mut self, author: &Author, now_ms: i64, new: &NewVisit) -> Result<String> {
-        if let Some(ended) = new.ended_at_ms {
-            if ended < new.started_at_ms {
-                return Err(Error::invalid("走访结束时间早于开始时间", "a visit cannot end before it starts"));
-            }
-        }
+        check_visit_times(new.started_at_ms, new.ended_at_ms)?;
         if let Some(d) = &new.follow_up_on {
             check_date("follow_up_on/回访日期", d)?;
         }
@@ -766,6 +779,11 @@ impl HouseholdDocument {
 
     pub fn update_visit(&mut self, author: &Author, now_ms: i64, visit_id: &str, update: &VisitUpdate) -> Result<()> {
         let obj = self.visit_map(visit_id)?;
+        if update.started_at_ms.is_some() || update.ended_at_ms.is_some() {
+            let visit: VisitDoc =
+                self.read_record(&["visits", visit_id])?.ok_or_else(|| Error::not_found("visit", visit_id))?;
+            check_visit_times(update.started_at_ms.unwrap_or(visit.started_at), update.ended_at_ms.or(visit.ended_at))?;
+        }
         if let Some(d) = &update.follow_up_on {
             check_date("follow_up_on/回访日期", d)?;
         }
@@ -1074,6 +1092,18 @@ mod tests {
         two.apply_verified(settled.clone()).unwrap();
         assert!(rules::check_change(&mut two, &settled, &member.member_id, crate::model::Role::Member).is_ok());
         assert_eq!(two.issues().unwrap()[0].status, IssueStatus::Acknowledged);
+    }
+
+    #[test]
+    fn a_change_leaving_the_household_without_a_community_fails_the_rules_whoever_makes_it() {
+        let mut doc = household();
+        let before = doc.heads();
+        // Written past `update_household`'s own check, as a crafted change would be.
+        let obj = doc.household_map().unwrap();
+        doc.change(&author(), 2_000, "update_household".into(), |d| Ok(d.put(&obj, "community_id", "")?)).unwrap();
+        let change = doc.changes_since(&before).remove(0);
+        let refused = rules::check_change(&mut doc, &change, "c-1", crate::model::Role::Coordinator).unwrap_err();
+        assert!(refused.contains("does not fit the schema") && refused.contains("blank"), "{refused}");
     }
 
     #[test]

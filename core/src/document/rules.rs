@@ -86,8 +86,10 @@ pub fn check_change(
     if household {
         let unfit = |e: &dyn std::fmt::Display| format!("住户资料不符合格式 / the household does not fit the schema: {e}");
         let read = doc.view(&Scope::household()).map_err(|e| unfit(&e))?;
-        if read.household.is_none() {
-            return Err(unfit(&"it is missing"));
+        let Some(h) = &read.household else { return Err(unfit(&"it is missing")) };
+        let names = h.guardians.iter().map(|g| &g.name).chain(h.students.iter().map(|s| &s.name));
+        if [&h.family_name, &h.branch_id, &h.community_id].into_iter().chain(names).any(|v| v.trim().is_empty()) {
+            return Err(unfit(&"a family name, branch, community, guardian's or student's name is blank"));
         }
         view.absorb(read);
     }
