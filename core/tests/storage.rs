@@ -64,6 +64,11 @@ fn every_earlier_schema_upgrades_and_keeps_its_households() {
             assert_eq!(conflicts.len(), 1, "conflicts projected after upgrade from {version}");
             assert_eq!(conflicts[0].path, "household/address");
             assert_eq!(replica.heads().unwrap().len(), 1);
+            // Edits from before the outbox (version 3) were never queued: the next sync
+            // compares every household with the server's, which takes them.
+            let request = replica.sync_request(sync::protocol::DEFAULT_PAGE_BYTES, sync::protocol::DEFAULT_PUSH_BYTES).unwrap();
+            let compared: Vec<String> = request.reconcile.iter().flatten().map(|h| h.household_id.clone()).collect();
+            assert_eq!(compared, if version < 3 { vec![household.clone()] } else { vec![] }, "from version {version}");
             // And the upgraded replica keeps working.
             replica.record_visit(&new_visit(&household, 5_000, "升级后走访")).unwrap();
             assert_eq!(replica.list_households().unwrap()[0].visit_count, 2);

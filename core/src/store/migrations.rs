@@ -7,6 +7,7 @@
 use rusqlite::{Connection, Transaction};
 
 use crate::error::{Error, Result};
+use crate::sync::RECONCILE_KEY;
 
 /// Version 1: documents as chunks, and projection tables for list screens.
 const V1: &str = "
@@ -118,10 +119,18 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         apply_step(&tx, step, sql)?;
+        if step + 1 == OUTBOX_VERSION && version > 0 {
+            // Edits made before the outbox were never queued for the server: the next
+            // sync compares every household with the server's, which takes them.
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '1')", [RECONCILE_KEY])?;
+        }
         tx.commit()?;
     }
     Ok(())
 }
+
+/// The version that added the outbox (`V3`).
+const OUTBOX_VERSION: usize = 3;
 
 fn apply_step(tx: &Transaction<'_>, step: usize, sql: &str) -> Result<()> {
     tx.execute_batch(sql)?;

@@ -30,7 +30,7 @@ use crate::replica::{
 use protocol::*;
 
 const POSITION_KEY: &str = "sync_position";
-const RECONCILE_KEY: &str = "sync_reconcile";
+pub(crate) const RECONCILE_KEY: &str = "sync_reconcile";
 const REBUILD_KEY: &str = "sync_rebuild";
 
 /// A local change the server has not acknowledged yet.
