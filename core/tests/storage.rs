@@ -417,3 +417,23 @@ fn a_household_that_cannot_be_read_keeps_its_rows_when_projections_are_rebuilt_a
         conn.query_row("SELECT value FROM meta WHERE key = 'rebuild_projections'", [], |r| r.get(0)).ok();
     assert_eq!(left, None, "rebuilt once");
 }
+
+#[test]
+fn a_household_dropped_for_a_discarded_change_is_told_to_the_listeners() {
+    use doorstep_core::sync::protocol::{Ack, Outcome, Position, SyncResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let phone = replica(&dir, "a", "m-a");
+    let household = phone.create_household(&new_household("m-a")).unwrap().id;
+    let recorder = Arc::new(Recorder::default());
+    let _subscription = phone.subscribe(recorder.clone());
+    let discarded = phone.pending_changes().unwrap().into_iter().map(|p| Ack {
+        hash: p.change_hash.parse::<automerge::ChangeHash>().unwrap().0,
+        outcome: Outcome::Discarded { reason: "管理员丢弃 / an admin discarded it".into() },
+    });
+    let step = phone.apply_sync_response(SyncResponse::new(discarded.collect(), Position::default(), Role::Member)).unwrap();
+    assert!(step.again, "asks for the household whole");
+    assert!(phone.list_households().unwrap().is_empty());
+    let heard = recorder.0.lock().unwrap();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0].household_ids, [household]);
+}

@@ -215,6 +215,7 @@ impl Replica {
 
         let tx = inner.store.transaction()?;
         write_imports(&tx, &mut prepared, &mut report)?;
+        let mut dropped: Vec<String> = Vec::new();
         for ack in &response.acks {
             let hash = hex_hash(&ack.hash);
             match &ack.outcome {
@@ -227,9 +228,11 @@ impl Replica {
                     step.quarantined += 1;
                 }
                 Outcome::Discarded { .. } => {
-                    // The household is rebuilt from the server's copy.
+                    // The household is rebuilt from the server's copy: gone from the lists
+                    // until it comes (the listeners hear of it).
                     if let Some(household_id) = tx.outbox_household(&hash)? {
                         tx.remove_household(&household_id)?;
+                        dropped.push(household_id.clone());
                         rebuild.insert(household_id);
                     }
                     tx.acknowledge(&hash)?;
@@ -280,6 +283,7 @@ impl Replica {
             || (progress && (!rebuild.is_empty() || !self.lock().store.outbox_batch(1)?.is_empty()));
         let mut changed: Vec<String> = report.households_changed;
         changed.extend(step.households_removed.iter().cloned());
+        changed.extend(dropped.into_iter().filter(|h| !changed.contains(h)).collect::<Vec<_>>());
         self.listeners.notify(ChangeEvent { household_ids: changed, origin: ChangeOrigin::Remote });
         Ok(step)
     }
