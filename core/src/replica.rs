@@ -573,7 +573,7 @@ impl Replica {
     fn apply_imports(inner: &mut Inner, decoded: Vec<(String, Vec<Change>)>) -> Result<ImportReport> {
         let mut report = ImportReport::default();
         let decoded = decoded.into_iter().map(|(id, changes)| (id, Incoming::Changes(changes))).collect();
-        let mut prepared = prepare_imports(inner, decoded, &mut report)?;
+        let mut prepared = prepare_imports(inner, decoded, &mut report, None)?;
         let tx = inner.store.transaction()?;
         write_imports(&tx, &mut prepared, &mut report)?;
         tx.commit()?;
@@ -596,6 +596,8 @@ pub(crate) struct PreparedImport {
     increment: Vec<u8>,
     waiting: Vec<(String, Vec<u8>)>,
     view: View,
+    /// The stored copy could not be read: it is replaced, not added to.
+    replaces: bool,
 }
 
 impl PreparedImport {
@@ -618,17 +620,36 @@ pub(crate) enum Incoming {
 /// Apply what arrived to the documents in memory (with the changes that were waiting
 /// for it). Nothing is stored until `write_imports`. `report.changes_applied` does not
 /// count the changes of a whole document stored as it came.
+///
+/// A household whose stored copy cannot be read takes a whole document in its place
+/// (the server's copy: every change of the phone's own is in the outbox until the server
+/// has it). Changes to it are left out and the household is put in `unreadable`, for the
+/// caller to ask for it whole; without `unreadable`, they fail the import.
 pub(crate) fn prepare_imports(
     inner: &mut Inner,
     decoded: Vec<(String, Incoming)>,
     report: &mut ImportReport,
+    mut unreadable: Option<&mut Vec<String>>,
 ) -> Result<Vec<PreparedImport>> {
     let mut prepared = Vec::new();
     for (household_id, incoming) in decoded {
+        let mut replaces = false;
         let held = match inner.take(&household_id) {
             // Empty: the household was heard of only through changes still waiting.
             Ok(mut doc) => (!doc.heads().is_empty()).then_some(doc),
             Err(Error::NotFound { .. }) => None,
+            Err(Error::CorruptHousehold { .. }) if matches!(incoming, Incoming::Whole { .. }) => {
+                replaces = true;
+                None
+            }
+            Err(e @ Error::CorruptHousehold { .. }) => match unreadable.as_deref_mut() {
+                Some(unreadable) => {
+                    tracing::warn!(household = %household_id, "{e}: asking the server for the household whole");
+                    unreadable.push(household_id);
+                    continue;
+                }
+                None => return Err(e),
+            },
             Err(e) => return Err(e),
         };
         let (mut doc, mut increment, mut changes) = match (held, incoming) {
@@ -652,13 +673,16 @@ pub(crate) fn prepare_imports(
         let waiting = outbox_entries(applied.waiting);
         increment.extend(doc.save_after(&before));
         let view = if increment.is_empty() { View::default() } else { doc.view(&Scope::Everything)? };
-        prepared.push(PreparedImport { doc, increment, waiting, view });
+        prepared.push(PreparedImport { doc, increment, waiting, view, replaces });
     }
     Ok(prepared)
 }
 
 pub(crate) fn write_imports(tx: &StoreTx<'_>, prepared: &mut [PreparedImport], report: &mut ImportReport) -> Result<()> {
     for p in prepared {
+        if p.replaces {
+            tx.remove_household(p.doc.id())?;
+        }
         tx.set_pending_changes(p.doc.id(), &p.waiting)?;
         if !p.increment.is_empty() {
             tx.save_document(&mut p.doc, &p.increment, &p.view)?;

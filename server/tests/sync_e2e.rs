@@ -165,3 +165,48 @@ fn two_syncs_of_one_phone_at_once_run_one_after_the_other() {
     assert_eq!((second.round_trips, second.households_changed.len()), (1, 0), "then nothing new: {second:?}");
     assert_eq!(phone.replica.list_households().unwrap().len(), 3);
 }
+
+#[test]
+fn a_household_unreadable_on_the_phone_is_rebuilt_from_the_servers_copy_and_sync_goes_on() {
+    // One household's stored document on m1's phone is damaged (a disk error, a bug). The
+    // server's answers bring changes to it: the phone cannot apply them, but it takes the
+    // rest of the answer, asks for the household whole and rebuilds it, instead of failing
+    // every sync from then on.
+    let district = District::start();
+    let admin = district.admin();
+    admin.branch_b1(&["c1"], &["m1", "m2"]);
+    let damaged = admin.household("坏", "c1", "b1", &["m1", "m2"]);
+    let other = admin.household("好", "c1", "b1", &["m1"]);
+    let device = admin.device("m1");
+    let (p2, first_visit) = {
+        let p1 = Phone::new(district.dir.path(), "m1", "m1", device.clone());
+        p1.sync(&district.server).unwrap();
+        let first = p1.replica.record_visit(&new_visit(&damaged, 1_000, "损坏前的走访")).unwrap().id;
+        p1.sync(&district.server).unwrap();
+        let p2 = district.phone("m2", "m2");
+        p2.sync(&district.server).unwrap();
+        (p2, first)
+    };
+    let file = district.dir.path().join("m1.sqlite3");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let n = conn
+        .execute("UPDATE doc_chunks SET data = substr(data, 1, length(data) / 2) WHERE household_id = ?1", [&damaged])
+        .unwrap();
+    assert!(n >= 1);
+    drop(conn);
+    let p1 = Phone::new(district.dir.path(), "m1", "m1", device);
+    assert!(p1.replica.visits(&damaged).is_err(), "unreadable");
+    // m2 records on it; m1 records on the other household, not yet sent.
+    let from_m2 = p2.replica.record_visit(&new_visit(&damaged, 2_000, "二号的走访")).unwrap().id;
+    p2.sync(&district.server).unwrap();
+    let on_other = p1.replica.record_visit(&new_visit(&other, 3_000, "另一户的走访")).unwrap().id;
+
+    let report = p1.sync(&district.server).unwrap();
+    assert_eq!(report.accepted, 1, "{report:?}");
+    assert!(p1.replica.pending_changes().unwrap().is_empty());
+    assert_eq!(p1.visit_ids(&damaged), [first_visit, from_m2], "rebuilt from the server's copy");
+    assert_eq!(p1.visit_ids(&other), [on_other]);
+    assert_eq!(p1.replica.household_json(&damaged).unwrap(), p2.replica.household_json(&damaged).unwrap());
+    drop(admin);
+    district.server.assert_sound();
+}

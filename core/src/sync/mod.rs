@@ -186,7 +186,11 @@ impl Replica {
             rebuild.remove(household_id);
         }
         let mut report = ImportReport::default();
-        let mut prepared = prepare_imports(inner, decoded, &mut report)?;
+        let mut unreadable = Vec::new();
+        let mut prepared = prepare_imports(inner, decoded, &mut report, Some(&mut unreadable))?;
+        // Stored copies that cannot be read come whole again; this answer's changes to
+        // them are in that copy.
+        rebuild.extend(unreadable);
 
         // Changes the server lacks (found by a reconciliation) go to the outbox.
         // Per household, the (hash, bytes) of each change the server lacks.
