@@ -30,6 +30,18 @@ macro_rules! string_enum {
             pub fn known() -> &'static [&'static str] {
                 &[$($text),+]
             }
+
+            /// A value given as input is one this version knows: `Other` is for showing
+            /// what a newer version wrote, not for writing.
+            pub fn check_input(&self, field: &str) -> crate::error::Result<()> {
+                match self {
+                    Self::Other(v) => Err(crate::error::Error::invalid(
+                        format!("{field} 的取值“{v}”无效，应为 {:?} 之一", Self::known()),
+                        format!("{field} must be one of {:?}, not {v:?}", Self::known()),
+                    )),
+                    _ => Ok(()),
+                }
+            }
         }
 
         impl From<&str> for $name {

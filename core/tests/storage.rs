@@ -205,6 +205,21 @@ fn bad_input_is_refused_with_a_readable_error_and_changes_nothing() {
     let nameless = GuardianUpdate { name: Some("  ".into()), ..Default::default() };
     assert!(matches!(r.update_guardian(&h, &g, &nameless).unwrap_err(), Error::InvalidInput { .. }));
 
+    // Values of no kind this version knows (`Other` is for showing what a newer app
+    // version wrote, not for writing).
+    let unknown = |e: Error| matches!(&e, Error::InvalidInput { .. }) && e.to_string().contains("must be one of");
+    let issue_of = |category: IssueCategory, urgency: Urgency| NewIssue { category, urgency, ..new_issue(&h) };
+    assert!(unknown(r.raise_issue(&issue_of(IssueCategory::Other(String::new()), Urgency::Normal)).unwrap_err()));
+    assert!(unknown(r.raise_issue(&issue_of(IssueCategory::Enrolment, Urgency::Other("zzz".into()))).unwrap_err()));
+    let urgent = IssueUpdate { urgency: Some(Urgency::Other("很急".into())), ..Default::default() };
+    assert!(unknown(r.update_issue(&issue, &urgent).unwrap_err()));
+    let by_pigeon = NewVisit { mode: VisitMode::Other("pigeon".into()), ..new_visit(&h, 1, "x") };
+    assert!(unknown(r.record_visit(&by_pigeon).unwrap_err()));
+    let odd_topic = VisitUpdate { topics: Some(vec![VisitTopic::Other("天气".into())]), ..Default::default() };
+    assert!(unknown(r.update_visit(&visit.id, &odd_topic).unwrap_err()));
+    let student = NewStudent { name: "王小明".into(), school: "一小".into(), grade: "三年级".into(), hukou_status: HukouStatus::Other("x".into()) };
+    assert!(unknown(r.add_student(&h, &student).unwrap_err()));
+
     // A change with one flipped bit (its checksum no longer matches): refused.
     let mut flipped = r.export_changes(&[]).unwrap();
     let last = flipped[0].changes[0].len() - 1;
@@ -436,4 +451,28 @@ fn a_household_dropped_for_a_discarded_change_is_told_to_the_listeners() {
     let heard = recorder.0.lock().unwrap();
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert_eq!(heard[0].household_ids, [household]);
+}
+
+#[test]
+fn a_status_an_app_newer_than_this_one_wrote_counts_as_open_on_every_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sqlite3");
+    let h = {
+        let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+        let h = r.create_household(&new_household("m-a")).unwrap().id;
+        r.raise_issue(&new_issue(&h)).unwrap();
+        h
+    };
+    // As the projection stores an issue whose status this app does not know.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(conn.execute("UPDATE issues SET status = 'escalated'", []).unwrap(), 1);
+    drop(conn);
+    let r = Replica::open(&path, "m-a", "a-phone").unwrap();
+    let open = r.open_issues().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].status, IssueStatus::Other("escalated".into()));
+    assert_eq!(r.overdue_issues("2099-01-01").unwrap().len(), 1, "due 2026-12-01");
+    assert_eq!(r.list_households().unwrap().iter().find(|l| l.id == h).unwrap().open_issue_count, 1);
+    let overview = r.overview("2099-01-01").unwrap();
+    assert_eq!((overview[0].open_issues, overview[0].overdue_issues), (1, 1));
 }

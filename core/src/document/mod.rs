@@ -127,6 +127,14 @@ fn corrupt(id: &str, e: impl std::fmt::Display) -> Error {
     Error::CorruptHousehold { household_id: id.to_string(), reason: e.to_string() }
 }
 
+/// How a visit took place and what it covered: values this version knows.
+fn check_visit_kinds(mode: Option<&VisitMode>, topics: Option<&Vec<VisitTopic>>) -> Result<()> {
+    if let Some(mode) = mode {
+        mode.check_input("mode/走访方式")?;
+    }
+    topics.into_iter().flatten().try_for_each(|t| t.check_input("topics/走访内容"))
+}
+
 /// A visit ends (if it says when) no earlier than it starts.
 fn check_visit_times(started_at_ms: i64, ended_at_ms: Option<i64>) -> Result<()> {
     if ended_at_ms.is_some_and(|ended| ended < started_at_ms) {
@@ -206,6 +214,9 @@ impl HouseholdDocument {
         check_not_blank("branch_id/支部", &new.branch_id)?;
         for g in &new.guardians {
             check_phone(&g.phone)?;
+        }
+        for s in &new.students {
+            s.hukou_status.check_input("hukou_status/户籍")?;
         }
         let id = new_id();
         let household = HouseholdDoc {
@@ -703,6 +714,7 @@ impl HouseholdDocument {
 
     pub fn add_student(&mut self, author: &Author, now_ms: i64, student: &NewStudent) -> Result<String> {
         check_not_blank("name/姓名", &student.name)?;
+        student.hukou_status.check_input("hukou_status/户籍")?;
         let students = Self::map_at(&self.doc, &["household", "students"])
             .ok_or_else(|| Error::not_found("household", &self.id))?;
         let id = new_id();
@@ -740,6 +752,7 @@ impl HouseholdDocument {
 
     pub fn record_visit(&mut self, author: &Author, now_ms: i64, new: &NewVisit) -> Result<String> {
         check_visit_times(new.started_at_ms, new.ended_at_ms)?;
+        check_visit_kinds(Some(&new.mode), Some(&new.topics))?;
         if let Some(d) = &new.follow_up_on {
             check_date("follow_up_on/回访日期", d)?;
         }
@@ -784,6 +797,7 @@ impl HouseholdDocument {
                 self.read_record(&["visits", visit_id])?.ok_or_else(|| Error::not_found("visit", visit_id))?;
             check_visit_times(update.started_at_ms.unwrap_or(visit.started_at), update.ended_at_ms.or(visit.ended_at))?;
         }
+        check_visit_kinds(update.mode.as_ref(), update.topics.as_ref())?;
         if let Some(d) = &update.follow_up_on {
             check_date("follow_up_on/回访日期", d)?;
         }
@@ -842,6 +856,8 @@ impl HouseholdDocument {
 
     pub fn raise_issue(&mut self, author: &Author, now_ms: i64, new: &NewIssue) -> Result<String> {
         check_not_blank("title/标题", &new.title)?;
+        new.category.check_input("category/类别")?;
+        new.urgency.check_input("urgency/紧急程度")?;
         if let Some(d) = &new.due_on {
             check_date("due_on/期限", d)?;
         }
@@ -877,6 +893,12 @@ impl HouseholdDocument {
         let obj = self.issue_map(issue_id)?;
         if let Some(t) = &update.title {
             check_not_blank("title/标题", t)?;
+        }
+        if let Some(c) = &update.category {
+            c.check_input("category/类别")?;
+        }
+        if let Some(u) = &update.urgency {
+            u.check_input("urgency/紧急程度")?;
         }
         if let Some(d) = &update.due_on {
             check_date("due_on/期限", d)?;

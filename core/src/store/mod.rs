@@ -16,7 +16,7 @@ use crate::document::{operations_claimed, HouseholdDocument, View};
 use crate::sync::protocol::MAX_REQUEST_OPERATIONS;
 use crate::error::Result;
 
-pub use projection::{IssueFilter, RecordTable, OVERDUE_STATUSES};
+pub use projection::{IssueFilter, RecordTable, DONE_STATUSES};
 
 /// Compact a household when it has no snapshot yet (a new or newly received document),
 /// or when its increments outnumber this or outweigh the snapshot.

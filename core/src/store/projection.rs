@@ -9,8 +9,9 @@ use crate::document::View;
 use crate::error::Result;
 use crate::model::*;
 
-/// Statuses that count as still open (see `IssueStatus::is_active`).
-pub const OVERDUE_STATUSES: &str = "'open','acknowledged','referred','in_progress'";
+/// Statuses that no longer count as open (see `IssueStatus::is_active`): every other
+/// status does, one an app newer than this one wrote included.
+pub const DONE_STATUSES: &str = "'resolved','closed'";
 
 /// Rewrite the projection rows of one household that `view` covers.
 pub(super) fn write(conn: &Connection, household_id: &str, view: &View) -> Result<()> {
@@ -156,7 +157,7 @@ impl Store {
              LEFT JOIN (SELECT household_id, count(*) AS n, max(started_at) AS last
                         FROM visits WHERE NOT deleted GROUP BY household_id) v ON v.household_id = h.id
              LEFT JOIN (SELECT household_id, count(*) AS n FROM issues
-                        WHERE NOT deleted AND status IN ({OVERDUE_STATUSES}) GROUP BY household_id) i
+                        WHERE NOT deleted AND status NOT IN ({DONE_STATUSES}) GROUP BY household_id) i
                     ON i.household_id = h.id
              ORDER BY h.family_name, h.id"
         ))?;
@@ -186,13 +187,13 @@ impl Store {
         let rows = match filter {
             IssueFilter::Open => self
                 .conn
-                .prepare_cached(&format!("{select} AND status IN ({OVERDUE_STATUSES}) ORDER BY due_on IS NULL, due_on, raised_at, id"))?
+                .prepare_cached(&format!("{select} AND status NOT IN ({DONE_STATUSES}) ORDER BY due_on IS NULL, due_on, raised_at, id"))?
                 .query_map([], issue_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             IssueFilter::OverdueOn(day) => self
                 .conn
                 .prepare_cached(&format!(
-                    "{select} AND status IN ({OVERDUE_STATUSES}) AND due_on < ?1 ORDER BY due_on, raised_at, id"
+                    "{select} AND status NOT IN ({DONE_STATUSES}) AND due_on < ?1 ORDER BY due_on, raised_at, id"
                 ))?
                 .query_map([day], issue_summary)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
@@ -234,7 +235,7 @@ impl Store {
         }
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT h.community_id, i.status, count(*),
-                    count(*) FILTER (WHERE i.status IN ({OVERDUE_STATUSES}) AND i.due_on < ?1)
+                    count(*) FILTER (WHERE i.status NOT IN ({DONE_STATUSES}) AND i.due_on < ?1)
              FROM issues i JOIN households h ON h.id = i.household_id
              WHERE NOT i.deleted
              GROUP BY h.community_id, i.status"

@@ -17,7 +17,7 @@ use crate::org::{Member, Role};
 /// How long a read waits for the store to be free (a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const OPEN: &str = doorstep_core::store::OVERDUE_STATUSES;
+const DONE: &str = doorstep_core::store::DONE_STATUSES;
 
 pub struct SqliteReader {
     conn: Connection,
@@ -122,7 +122,7 @@ impl ReadStore for SqliteReader {
             "SELECT h.id, h.family_name, h.address, h.community_id, h.branch_id, h.archived,
                     (SELECT json_group_array(member_id) FROM household_members m WHERE m.household_id = h.id),
                     (SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period}),
-                    (SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({OPEN}))
+                    (SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status NOT IN ({DONE}))
              FROM households h WHERE {scope}{after} ORDER BY {order}{limit}"
         );
         self.rows(&sql, params, |r| {
@@ -183,14 +183,14 @@ impl ReadStore for SqliteReader {
         );
         match &q.status {
             None => {}
-            Some(StatusFilter::Active) => sql.push_str(&format!(" AND i.status IN ({OPEN})")),
+            Some(StatusFilter::Active) => sql.push_str(&format!(" AND i.status NOT IN ({DONE})")),
             Some(StatusFilter::Is(status)) => {
                 sql.push_str(" AND i.status = ?");
                 params.push(Value::Text(status.clone()));
             }
         }
         if let Some(day) = &q.overdue_on {
-            sql.push_str(&format!(" AND i.status IN ({OPEN}) AND i.due_on < ?"));
+            sql.push_str(&format!(" AND i.status NOT IN ({DONE}) AND i.due_on < ?"));
             params.push(Value::Text(day.clone()));
         }
         let (period, period_params) = in_period(&q.period, "i.raised_at");
@@ -229,8 +229,8 @@ impl ReadStore for SqliteReader {
                     count(*) FILTER (WHERE NOT h.archived AND EXISTS (SELECT 1 FROM household_members m WHERE m.household_id = h.id)
                                        AND EXISTS (SELECT 1 FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period})),
                     coalesce(sum((SELECT count(*) FROM visits v WHERE v.household_id = h.id AND NOT v.deleted {visit_period})), 0),
-                    coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({OPEN}))), 0),
-                    coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status IN ({OPEN}) AND i.due_on < ?)), 0)
+                    coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status NOT IN ({DONE}))), 0),
+                    coalesce(sum((SELECT count(*) FROM issues i WHERE i.household_id = h.id AND NOT i.deleted AND i.status NOT IN ({DONE}) AND i.due_on < ?)), 0)
                  FROM households h WHERE {scope} GROUP BY h.{column} ORDER BY h.{column}"
             );
             let mut p = visit_params.clone();
