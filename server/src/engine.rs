@@ -169,13 +169,15 @@ impl<S: ServerStore> Engine<S> {
     ) -> (Vec<Result<SyncResponse>>, Option<Batch>) {
         let Batch { jobs, started } = batch;
         let mut following = None;
-        let done = self.write(|tx, docs| {
-            let responses = match started {
-                Some(round) => finish_round(tx, docs, &jobs.iter().collect::<Vec<_>>(), round)?,
-                None => sync_jobs(tx, docs, &jobs)?,
-            };
-            following = Some(next()).filter(|jobs| !jobs.is_empty()).map(|jobs| start_batch(tx, docs, jobs));
-            Ok(responses)
+        let done = unwound(|| {
+            self.write(|tx, docs| {
+                let responses = match started {
+                    Some(round) => finish_round(tx, docs, &jobs.iter().collect::<Vec<_>>(), round)?,
+                    None => sync_jobs(tx, docs, &jobs)?,
+                };
+                following = Some(next()).filter(|jobs| !jobs.is_empty()).map(|jobs| start_batch(tx, docs, jobs));
+                Ok(responses)
+            })
         });
         match done {
             Ok(responses) => (responses, following),
@@ -185,7 +187,8 @@ impl<S: ServerStore> Engine<S> {
                 let responses = if jobs.len() > 1 {
                     jobs.iter()
                         .map(|job| {
-                            self.write(|tx, docs| sync_jobs(tx, docs, std::slice::from_ref(job))).and_then(single)
+                            unwound(|| self.write(|tx, docs| sync_jobs(tx, docs, std::slice::from_ref(job))))
+                                .and_then(single)
                         })
                         .collect()
                 } else {
@@ -253,6 +256,17 @@ impl<S: ServerStore> Engine<S> {
             Ok(())
         })
     }
+}
+
+/// Run `f`, a transaction's work: a panic in it (a bug set off by one request, such as a
+/// stored document whose loading makes Automerge fail) becomes an internal error, the
+/// transaction rolled back, so that a batch that fails this way is retried one request
+/// at a time and only the request that set it off fails.
+fn unwound<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("a sync batch panicked; its transaction rolled back");
+        Err(ServerError::Internal(crate::writer::FAILED_INSIDE.into()))
+    })
 }
 
 /// A quarantined change an admin may still decide (held).

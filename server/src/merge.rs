@@ -908,6 +908,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_panic_on_the_writer_fails_only_the_request_that_set_it_off() {
+        let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1", "m2"]);
+        let h1 = household(&mut engine, "甲", "m1");
+        household(&mut engine, "乙", "m2");
+        let (p1, first1) = phone(&mut engine, "m1");
+        let (p2, first2) = phone(&mut engine, "m2");
+        // Few changes: merged on the writer thread, where the group of h1 panics.
+        let jobs = vec![
+            job(&p1.token, Some(first1.position.clone()), record_visits(&p1, &first1, |_| 1)),
+            job(&p2.token, Some(first2.position.clone()), record_visits(&p2, &first2, |_| 1)),
+        ];
+        CLOSE_PANIC_ON.lock().unwrap().push(h1.clone());
+        let answers = engine.sync_batch(jobs);
+        CLOSE_PANIC_ON.lock().unwrap().clear();
+        assert!(answers[0].as_ref().is_err_and(|e| e.to_string().contains("failed inside")), "{answers:?}");
+        assert_eq!(answers[1].as_ref().unwrap().acks[0].outcome, Outcome::Accepted, "the other request, alone");
+        let all = sync(&mut engine, &admin_token, None, vec![]);
+        let mut visits: Vec<usize> = whole(&all).iter().map(|doc| doc.visits().unwrap().len()).collect();
+        visits.sort();
+        assert_eq!(visits, [0, 1]);
+    }
+
+    #[test]
     fn a_panic_on_a_merging_thread_fails_the_batch_keeps_nothing_of_it_and_the_writer_goes_on() {
         let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();

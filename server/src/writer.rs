@@ -34,7 +34,7 @@ enum Command {
 /// What a request gets when its work panicked on the writer thread. The panic is caught
 /// so that the writer goes on serving; the work's open transaction rolled back while
 /// unwinding, and every request is safe to retry.
-const FAILED_INSIDE: &str =
+pub(crate) const FAILED_INSIDE: &str =
     "服务器处理该请求时内部出错，请重试 / the server failed inside while handling this request; retry it";
 
 /// Run `f` on the writer thread, catching a panic (logged) so that the thread goes on.
