@@ -513,7 +513,7 @@ pub(crate) fn recheck_dependents(tx: &impl WriteTx, docs: &mut Documents<'_>, re
             let Ok(c) = Change::from_bytes(dependent.bytes.clone()) else { continue };
             let Some(member) = tx.member(&dependent.member_id)? else { continue };
             let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
-            let held: HashSet<String> = tx.held_households(&dependent.device_id)?.into_iter().collect();
+            let held: HashSet<String> = tx.held_households(&dependent.device_id)?.into_iter().map(|(h, _)| h).collect();
             let household_id = &dependent.household_id;
             let may_push = merge::may_push(&member, &in_scope, &held, household_id);
             match merge::recheck(tx, docs, &member, &dependent.device_id, household_id, &c, may_push)? {
@@ -585,6 +585,8 @@ struct Session {
     client: Position,
     in_scope: HashSet<String>,
     held: HashSet<String>,
+    /// Of `held`, those held only for their changes to be taken.
+    taking: HashSet<String>,
 }
 
 fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
@@ -610,8 +612,14 @@ fn open_session(tx: &impl WriteTx, job: &SyncJob) -> Result<Session> {
         }
     }
     let in_scope: HashSet<String> = tx.households_in_scope(&member)?.into_iter().collect();
-    let held: HashSet<String> = tx.held_households(&device.id)?.into_iter().collect();
-    Ok(Session { device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held })
+    let (mut held, mut taking) = (HashSet::new(), HashSet::new());
+    for (household_id, for_taking) in tx.held_households(&device.id)? {
+        if for_taking {
+            taking.insert(household_id.clone());
+        }
+        held.insert(household_id);
+    }
+    Ok(Session { device, member, epoch, grant, max_seq_before, recognised, client, in_scope, held, taking })
 }
 
 /// Handle a batch's sync requests inside its transaction. A device's requests go in turn
@@ -735,7 +743,7 @@ impl Whole {
 
 /// A request's answer: its acknowledgements, then what the device lacks in its scope.
 fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &Session, acks: Vec<Ack>) -> Result<SyncResponse> {
-    let Session { device, member, epoch, grant, max_seq_before, recognised, client, held, .. } = session;
+    let Session { device, member, epoch, grant, max_seq_before, recognised, client, held, taking, .. } = session;
     let (request, grant, max_seq_before, recognised) = (&job.request, *grant, *max_seq_before, *recognised);
 
     // ----- pulls -------------------------------------------------------------------------
@@ -746,29 +754,46 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
     let mut response = SyncResponse::new(acks, client.clone(), member.role);
     let mut whole = Whole::default();
 
+    let budget = request.max_response_bytes.clamp(PAGE_BYTES.0, PAGE_BYTES.1) as usize;
+    let mut bytes = 0usize;
     if let Some(client_heads) = &request.reconcile {
         // Full reconciliation by heads: what each side lacks, nothing lost on either.
+        // Within the page's budget: a household whose part does not fit is left out, not
+        // granted, and a later answer sends it whole (in scope and not held).
         tx.clear_device_scope(&device.id)?;
         let theirs: HashMap<&str, &Vec<[u8; 32]>> =
             client_heads.iter().map(|h| (h.household_id.as_str(), &h.heads)).collect();
         for household_id in &scope {
+            let fits = |size: usize| bytes == 0 || bytes + size <= budget;
             match theirs.get(household_id.as_str()) {
                 None => {
                     let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
+                    if !fits(shipped.len()) {
+                        response.more = true;
+                        continue;
+                    }
+                    bytes += shipped.len();
                     whole.push(household_id, shipped, heads);
                 }
                 Some(heads) => {
                     let Some(doc) = docs.get(tx, household_id)? else { continue };
                     let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+                    // What the phone must push: asked whatever the budget.
+                    if heads.iter().any(|h| !doc.has_change(h)) {
+                        response.server_heads.push(Heads { household_id: household_id.clone(), heads: heads_of(doc) });
+                    }
                     let changes = doc.changes_since(&heads);
+                    let size: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
+                    if !fits(size) {
+                        response.more = true;
+                        continue;
+                    }
                     if !changes.is_empty() {
+                        bytes += size;
                         response.data.push(HouseholdData {
                             household_id: household_id.clone(),
                             chunks: changes.iter().map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec())).collect(),
                         });
-                    }
-                    if heads.iter().any(|h| !doc.has_change(h)) {
-                        response.server_heads.push(Heads { household_id: household_id.clone(), heads: heads_of(doc) });
                     }
                 }
             }
@@ -805,12 +830,9 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         response.reconcile_needed = true;
         return Ok(response);
     } else {
-        let budget = request.max_response_bytes.clamp(PAGE_BYTES.0, PAGE_BYTES.1) as usize;
-        let mut bytes = 0usize;
         let scope_set: HashSet<&String> = scope.iter().collect();
         let mut to_send: Vec<&String> = scope.iter().filter(|h| !held.contains(*h)).collect();
         to_send.extend(request.rebuild.iter().filter(|h| scope_set.contains(h) && held.contains(*h)));
-        let taking = tx.held_for_taking(&device.id)?;
         to_send.extend(taking.iter().filter(|h| scope_set.contains(h) && !request.rebuild.contains(h)));
         // Asked whole again (a change to it was discarded) after it left the device, or
         // pushed to without the device holding it (one it claimed in a reconciliation; its
@@ -1099,6 +1121,40 @@ mod tests {
         );
         assert!(pushed.removed.contains(&h2));
         assert_eq!(visits_on(&mut engine, &admin_token, &h2), 1, "m2's visit alone");
+    }
+
+    #[test]
+    fn a_reconciliation_comes_in_pages_and_the_households_left_out_come_whole_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, admin_token) = district(dir.path(), &["m1"]);
+        let households: BTreeSet<String> = (0..60).map(|i| household(&mut engine, &format!("户{i}"), "m1")).collect();
+        let first = sync_one_first(&mut engine, &admin_token);
+        // The admin's phone, restored empty, reconciles with pages of 16 KiB.
+        let request = |position: Position, reconcile: bool| {
+            let mut request = SyncRequest::new(Some(position), vec![]);
+            request.reconcile = reconcile.then(Vec::new);
+            request.max_response_bytes = 16 * 1024;
+            SyncJob { token_hash: hash_secret(&admin_token), request, changes: vec![] }
+        };
+        let mut answer = engine.sync_batch(vec![request(first, true)]).pop().unwrap().unwrap();
+        let in_the_first = answer.whole.as_ref().map_or(0, |w| w.household_ids.len());
+        assert!(answer.more && in_the_first < households.len(), "{in_the_first} in the first page");
+        let mut received: Vec<String> = Vec::new();
+        let mut answers = 0;
+        loop {
+            answers += 1;
+            let encoded = answer.encode_for(PROTOCOL_VERSION).len();
+            assert!(encoded < 16 * 1024 + 4 * 1024, "a page stays near its budget: {encoded} bytes");
+            received.extend(answer.whole.iter().flat_map(|w| w.household_ids.iter().cloned()));
+            if !answer.more {
+                break;
+            }
+            answer = engine.sync_batch(vec![request(answer.position.clone(), false)]).pop().unwrap().unwrap();
+        }
+        assert!(answers >= 2, "{answers} answers");
+        let unique: BTreeSet<String> = received.iter().cloned().collect();
+        assert_eq!(unique.len(), received.len(), "none twice");
+        assert_eq!(unique, households);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The hash of the token `/metrics` asks for, if one was set (hashed once, at start).
     pub metrics_token_hash: Option<String>,
+    /// Sync requests whose many changes are being decoded at once, at most one per core:
+    /// each on one of tokio's blocking threads, which are kept and reused (unbounded, a
+    /// burst of such requests would start hundreds of threads).
+    pub decoding: tokio::sync::Semaphore,
 }
 
 pub type App = Arc<AppState>;
@@ -157,12 +161,18 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response>
 async fn sync(State(app): State<App>, headers: HeaderMap, _: Caller, Checked(body): Checked<Bytes>) -> Result<Response> {
     let started = Instant::now();
     let token_hash = hash_secret(&bearer(&headers)?);
-    // Decompressing and decoding take CPU in proportion to what the body claims: off the
-    // threads that serve every connection.
-    let max_decoded_bytes = app.limits.max_decoded_bytes;
-    let (request, changes) = tokio::task::spawn_blocking(move || decode_sync(&body, max_decoded_bytes))
-        .await
-        .map_err(|e| ServerError::Internal(format!("decoding a sync request: {e}")))??;
+    let (request, operations) = decode_sync(&body, app.limits.max_decoded_bytes)?;
+    // Decoding changes takes CPU in proportion to the operations they claim: many are
+    // decoded off the threads that serve every connection.
+    let (request, changes) = if operations <= DECODED_INLINE {
+        let changes = decode_changes(&request)?;
+        (request, changes)
+    } else {
+        let internal = |e: &dyn std::fmt::Display| ServerError::Internal(format!("decoding a sync request: {e}"));
+        let _decoding = app.decoding.acquire().await.map_err(|e| internal(&e))?;
+        let decoded = tokio::task::spawn_blocking(move || decode_changes(&request).map(|changes| (request, changes)));
+        decoded.await.map_err(|e| internal(&e))??
+    };
     let (pushed, version) = (changes.len(), request.version);
     let response = app.writer.sync(SyncJob { token_hash, request, changes }).await?;
     let body = response.encode_for(version);
@@ -170,8 +180,9 @@ async fn sync(State(app): State<App>, headers: HeaderMap, _: Caller, Checked(bod
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], body).into_response())
 }
 
-/// A sync request and its pushed changes, decoded and checked, or why not (400).
-fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, Vec<(String, Change)>)> {
+/// A sync request, decoded, its pushed changes checked and counted (the operations they
+/// claim together), but not decoded yet; or why not (400).
+fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, u64)> {
     let request = SyncRequest::decode(body, max_decoded_bytes).map_err(|e| match e {
         // A phone whose app is too old (or newer than the server): the member reads this.
         DecodeError::Version(theirs) => ServerError::BadRequest(format!(
@@ -181,8 +192,6 @@ fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, Ve
         )),
         e => ServerError::BadRequest(format!("同步请求无法解析 / the sync request cannot be read: {e}")),
     })?;
-    let undecodable =
-        |i: usize, e: String| ServerError::BadRequest(format!("第 {i} 个变更无法解码 / change {i} cannot be decoded: {e}"));
     let mut operations = 0u64;
     for (i, pushed) in request.changes.iter().enumerate().map(|(i, p)| (i + 1, p)) {
         let id = pushed.household_id.trim();
@@ -200,13 +209,25 @@ fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, Ve
              {MAX_REQUEST_OPERATIONS} in one request"
         )));
     }
-    let mut changes = Vec::with_capacity(request.changes.len());
-    for (i, pushed) in request.changes.iter().enumerate() {
-        let change = decode_change(pushed.bytes.clone()).map_err(|e| undecodable(i + 1, e))?;
-        changes.push((pushed.household_id.clone(), change));
-    }
-    Ok((request, changes))
+    Ok((request, operations))
 }
+
+/// The pushed changes of a request `decode_sync` passed, decoded.
+fn decode_changes(request: &SyncRequest) -> Result<Vec<(String, Change)>> {
+    let decoded = request.changes.iter().enumerate().map(|(i, pushed)| {
+        let change = decode_change(pushed.bytes.clone()).map_err(|e| undecodable(i + 1, e))?;
+        Ok((pushed.household_id.clone(), change))
+    });
+    decoded.collect()
+}
+
+fn undecodable(i: usize, e: String) -> ServerError {
+    ServerError::BadRequest(format!("第 {i} 个变更无法解码 / change {i} cannot be decoded: {e}"))
+}
+
+/// Changes claiming more operations than this together are decoded off the threads that
+/// serve connections (about 1 ms of decoding; a phone's usual push claims a few hundred).
+const DECODED_INLINE: u64 = 10_000;
 
 /// A backup of the store, made now and streamed (admins): what `doorstep-server backup`
 /// writes, to keep off the server's disk.

@@ -142,8 +142,9 @@ pub trait WriteTx {
     /// grants and removals it never confirmed (they are sent again). Returns the
     /// households whose removal it confirmed.
     fn confirm_grant(&self, device_id: &str, grant: u64) -> Result<Vec<String>>;
-    /// Households the device holds (granted, not removed).
-    fn held_households(&self, device_id: &str) -> Result<Vec<String>>;
+    /// Households the device holds (granted, not removed), each with whether it holds it
+    /// only for its changes to be taken (`hold_for_taking`).
+    fn held_households(&self, device_id: &str) -> Result<Vec<(String, bool)>>;
     /// The device received the whole document, as of change-log entry `seq`.
     fn grant_household(&self, device_id: &str, household_id: &str, grant: u64, seq: u64) -> Result<()>;
     fn remove_household(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()>;
@@ -151,8 +152,6 @@ pub trait WriteTx {
     /// it meanwhile (granted in `grant`): no changes are sent for it. It missed those
     /// of the answer that removed it, so it is sent whole should it be in the scope again.
     fn hold_for_taking(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()>;
-    /// Households the device holds only for their changes to be taken (`hold_for_taking`).
-    fn held_for_taking(&self, device_id: &str) -> Result<Vec<String>>;
     /// Forget everything the device holds (before a reconciliation).
     fn clear_device_scope(&self, device_id: &str) -> Result<()>;
 

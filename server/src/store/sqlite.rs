@@ -558,11 +558,13 @@ impl WriteTx for SqliteTx<'_> {
         Ok(left)
     }
 
-    fn held_households(&self, device_id: &str) -> Result<Vec<String>> {
-        self.strings(
-            "SELECT household_id FROM device_scope WHERE device_id = ?1 AND removed_in IS NULL ORDER BY household_id",
-            [device_id],
-        )
+    fn held_households(&self, device_id: &str) -> Result<Vec<(String, bool)>> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT household_id, granted_seq = {TAKING_ONLY} FROM device_scope
+             WHERE device_id = ?1 AND removed_in IS NULL ORDER BY household_id"
+        ))?;
+        let rows = stmt.query_map([device_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn grant_household(&self, device_id: &str, household_id: &str, grant: u64, seq: u64) -> Result<()> {
@@ -584,16 +586,6 @@ impl WriteTx for SqliteTx<'_> {
 
     fn hold_for_taking(&self, device_id: &str, household_id: &str, grant: u64) -> Result<()> {
         self.grant_household(device_id, household_id, grant, TAKING_ONLY as u64)
-    }
-
-    fn held_for_taking(&self, device_id: &str) -> Result<Vec<String>> {
-        self.strings(
-            &format!(
-                "SELECT household_id FROM device_scope
-                 WHERE device_id = ?1 AND removed_in IS NULL AND granted_seq = {TAKING_ONLY} ORDER BY household_id"
-            ),
-            [device_id],
-        )
     }
 
     fn clear_device_scope(&self, device_id: &str) -> Result<()> {

@@ -173,6 +173,10 @@ class DoorstepReplica(
     /**
      * Call [onChange] for every committed change until the returned handle is cancelled or
      * closed. [onChange] runs on the thread that made the change: keep it short.
+     *
+     * Keep the handle for as long as [onChange] should be called: a handle nobody holds
+     * is garbage-collected, and that closes it, at a moment nobody chose. A screen that
+     * only needs changes while it collects uses [changes] instead.
      */
     fun subscribe(onChange: (ChangeEvent) -> Unit): SubscriptionHandle =
         ffi.subscribe(object : ChangeListener {
