@@ -31,13 +31,15 @@ macro_rules! string_enum {
                 &[$($text),+]
             }
 
-            /// A value given as input is one this version knows: `Other` is for showing
-            /// what a newer version wrote, not for writing.
+            /// A value given as input is one this version knows, or a value of a newer
+            /// version's kind (`Other`, which round-trips): a code of lowercase letters,
+            /// digits and `_`, as every known value is. An empty or free-text value would
+            /// stand in the statistics as a kind of its own.
             pub fn check_input(&self, field: &str) -> crate::error::Result<()> {
                 match self {
-                    Self::Other(v) => Err(crate::error::Error::invalid(
-                        format!("{field} 的取值“{v}”无效，应为 {:?} 之一", Self::known()),
-                        format!("{field} must be one of {:?}, not {v:?}", Self::known()),
+                    Self::Other(v) if !is_code(v) => Err(crate::error::Error::invalid(
+                        format!("{field} 的取值“{v}”无效，应为 {:?} 之一（或新版本的代码）", Self::known()),
+                        format!("{field} must be one of {:?} (or a newer version's code), not {v:?}", Self::known()),
                     )),
                     _ => Ok(()),
                 }
@@ -59,6 +61,11 @@ macro_rules! string_enum {
             }
         }
     };
+}
+
+/// A value's code: 1 to 40 lowercase ASCII letters, digits and `_`.
+fn is_code(value: &str) -> bool {
+    (1..=40).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 string_enum!(
