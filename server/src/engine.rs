@@ -776,8 +776,19 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
                     whole.push(household_id, shipped, heads);
                 }
                 Some(heads) => {
-                    let Some(doc) = docs.get(tx, household_id)? else { continue };
                     let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+                    // The same heads on both sides (most households): nothing to send or
+                    // ask, and nothing to load.
+                    let same = tx.document_heads(household_id)?.is_some_and(|stored| {
+                        let stored: BTreeSet<&str> = stored.iter().map(String::as_str).collect();
+                        let theirs: Vec<String> = heads.iter().map(ToString::to_string).collect();
+                        stored.len() == theirs.len() && theirs.iter().all(|h| stored.contains(h.as_str()))
+                    });
+                    if same {
+                        tx.grant_household(&device.id, household_id, new_grant, max_seq)?;
+                        continue;
+                    }
+                    let Some(doc) = docs.get(tx, household_id)? else { continue };
                     // What the phone must push: asked whatever the budget.
                     if heads.iter().any(|h| !doc.has_change(h)) {
                         response.server_heads.push(Heads { household_id: household_id.clone(), heads: heads_of(doc) });
@@ -1155,6 +1166,33 @@ mod tests {
         let unique: BTreeSet<String> = received.iter().cloned().collect();
         assert_eq!(unique.len(), received.len(), "none twice");
         assert_eq!(unique, households);
+    }
+
+    #[test]
+    fn a_reconciliation_loads_only_the_households_whose_heads_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = district(dir.path(), &["m1"]);
+        let same = household(&mut engine, "同", "m1");
+        let behind = household(&mut engine, "落后", "m1");
+        let (p1, first) = phone(&mut engine, "m1");
+        let mut copies = whole(&first);
+        let heads: Vec<Heads> =
+            copies.iter_mut().map(|doc| Heads { household_id: doc.id().to_string(), heads: heads_of(doc) }).collect();
+        // The server moves on for one household; its documents leave memory.
+        let on_behind = record_visits(&p1, &first, |h| if h == behind { 1 } else { 0 });
+        let accepted = sync_one(&mut engine, &p1.token, first.position.clone(), on_behind);
+        assert_eq!(accepted.acks[0].outcome, Outcome::Accepted);
+        engine.cache.clear();
+
+        let mut request = SyncRequest::new(Some(first.position.clone()), vec![]);
+        request.reconcile = Some(heads);
+        let job = SyncJob { token_hash: hash_secret(&p1.token), request, changes: vec![] };
+        let answer = engine.sync_batch(vec![job]).pop().unwrap().unwrap();
+        let sent: Vec<&str> = answer.data.iter().map(|d| d.household_id.as_str()).collect();
+        assert_eq!(sent, [behind.as_str()]);
+        assert!(answer.server_heads.is_empty() && answer.whole.is_none());
+        assert!(!engine.cache.contains(&same), "the same heads: not loaded");
+        assert!(engine.cache.contains(&behind));
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub trait WriteTx {
 
     // ----- household documents ------------------------------------------------------------
     fn document(&self, household_id: &str) -> Result<Option<Vec<u8>>>;
+    /// The heads of a household's stored document (hex), without loading it.
+    fn document_heads(&self, household_id: &str) -> Result<Option<Vec<String>>>;
     /// Store a document's new changes and rewrite the projection rows `view` covers;
     /// compact it if due.
     fn save_document(&self, doc: &mut HouseholdDocument, increment: &[u8], view: &View) -> Result<()>;
