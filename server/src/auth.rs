@@ -33,6 +33,12 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(normalised.as_bytes()))
 }
 
+/// What is kept of a secret a person chose (the metrics token): its SHA-256, hex, of the
+/// text exactly as given (unlike `hash_secret`, which forgives a code's case and dashes).
+pub fn hash_chosen_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use doorstep_core::NewHousehold;
 use serde::Deserialize;
 
 use crate::admin;
-use crate::auth::hash_secret;
+use crate::auth::{hash_chosen_secret, hash_secret};
 use crate::config::Limits;
 use crate::engine::SyncJob;
 use crate::error::{Result, ServerError};
@@ -150,7 +150,7 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response> {
     if let Some(expected) = &app.metrics_token_hash {
-        if hash_secret(&bearer(&headers)?) != *expected {
+        if hash_chosen_secret(&bearer(&headers)?) != *expected {
             return Err(ServerError::Unauthorized);
         }
     }

@@ -60,7 +60,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         limits: config.limits.clone(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
-        metrics_token_hash: config.metrics_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_secret),
+        metrics_token_hash: config.metrics_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_chosen_secret),
         decoding: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)

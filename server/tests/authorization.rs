@@ -445,7 +445,8 @@ fn metrics_ask_for_their_token_when_one_is_configured() {
     assert_eq!(raw_sync(&server.url, Some(&admin_token), vec![1, 2, 3]).0, 400);
     let answered = raw_sync(&server.url, Some(&admin_token), doorstep_core::sync::protocol::encode(&empty_sync_request()));
     assert_eq!(answered.0, 200, "{}", answered.1);
-    for token in [None, Some("wrong"), Some(admin_token.as_str())] {
+    // The token as chosen: not forgiven its case or dashes, as an enrolment code is.
+    for token in [None, Some("wrong"), Some(admin_token.as_str()), Some("SCRAPE-SECRET-1"), Some("scrapesecret1")] {
         let (status, body) = metrics(token);
         assert_eq!(status, 401, "{token:?}: {body}");
         assert!(!body.contains("sync_requests"), "{body}");
