@@ -758,8 +758,9 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
     let mut bytes = 0usize;
     if let Some(client_heads) = &request.reconcile {
         // Full reconciliation by heads: what each side lacks, nothing lost on either.
-        // Within the page's budget: a household whose part does not fit is left out, not
-        // granted, and a later answer sends it whole (in scope and not held).
+        // Within the page's budget: a household whose part does not fit is left out, and a
+        // later answer sends it whole (one the phone lacks is not granted; one it has is
+        // held for taking, so that it is removed should it leave the scope first).
         tx.clear_device_scope(&device.id)?;
         let theirs: HashMap<&str, &Vec<[u8; 32]>> =
             client_heads.iter().map(|h| (h.household_id.as_str(), &h.heads)).collect();
@@ -796,6 +797,8 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
                     let changes = doc.changes_since(&heads);
                     let size: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
                     if !fits(size) {
+                        // Held, with nothing sent: whole later if in the scope, removed if not.
+                        tx.hold_for_taking(&device.id, household_id, new_grant)?;
                         response.more = true;
                         continue;
                     }
@@ -831,9 +834,11 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
             // held for an admin.
             if held.contains(household_id) && (request.more_to_push || to_push) {
                 tx.hold_for_taking(&device.id, household_id, new_grant)?;
-            } else {
+            } else if tx.household_exists(household_id)? {
                 response.removed.push(household_id.clone());
             }
+            // A household the server lacks (created on the phone, or after the backup the
+            // server was restored from) stays on the phone, its changes held for an admin.
         }
         used_grant = true;
         response.position.seq = max_seq;
@@ -848,10 +853,16 @@ fn answer(tx: &impl WriteTx, docs: &mut Documents<'_>, job: &SyncJob, session: &
         // Asked whole again (a change to it was discarded) after it left the device, or
         // pushed to without the device holding it (one it claimed in a reconciliation; its
         // changes were held): it is not the device's.
-        let pushed_to = job.changes.iter().map(|(household_id, _)| household_id);
-        let not_its: BTreeSet<&String> =
-            request.rebuild.iter().chain(pushed_to).filter(|h| !scope_set.contains(h) && !held.contains(*h)).collect();
-        response.removed.extend(not_its.into_iter().cloned());
+        // Of those pushed to, only one the server has: one it lacks (created on the phone)
+        // stays there, its changes held for an admin.
+        let not_its = |h: &&String| !scope_set.contains(h) && !held.contains(*h);
+        let mut removed: BTreeSet<&String> = request.rebuild.iter().filter(not_its).collect();
+        for household_id in job.changes.iter().map(|(household_id, _)| household_id).filter(not_its) {
+            if !removed.contains(household_id) && tx.household_exists(household_id)? {
+                removed.insert(household_id);
+            }
+        }
+        response.removed.extend(removed.into_iter().cloned());
         for household_id in to_send {
             let Some((shipped, heads)) = docs.shipped(tx, household_id)? else { continue };
             if !whole.household_ids.is_empty() && bytes + shipped.len() > budget {

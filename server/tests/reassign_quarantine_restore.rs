@@ -879,8 +879,8 @@ fn a_household_created_after_the_backup_comes_back_once_an_admin_releases_its_cr
     let held = admin.quarantine(Some("held"));
     assert_eq!(held.len(), 2, "the creation and the visit: {held:?}");
     let creation = held.iter().find(|q| q["reason"].as_str().unwrap().contains("does not exist")).expect("{held:?}");
-    // Not in the member's scope on the server, the household leaves the phone; its held
-    // changes stay, for the member to see.
+    // The server lacks it: it stays on the phone, its changes held, for the member to see.
+    assert_eq!(p1.household_ids(), std::slice::from_ref(&h));
     assert_eq!(p1.replica.pending_changes().unwrap().len(), 2);
 
     admin.ok(&format!("/v1/admin/quarantine/{}/release", creation["hash"].as_str().unwrap()), serde_json::json!({}));
