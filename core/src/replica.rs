@@ -666,6 +666,11 @@ pub(crate) fn prepare_imports(
             }
         };
         changes.extend(inner.store.pending_changes(&household_id)?.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
+        if replaces {
+            // The phone's own changes the server may not have yet: kept on the new copy.
+            let own = inner.store.outbox_changes(&household_id)?;
+            changes.extend(own.into_iter().filter_map(|b| Change::from_bytes(b).ok()));
+        }
         let before = doc.heads();
         let applied = doc.apply(changes)?;
         report.changes_applied += applied.applied as u32;

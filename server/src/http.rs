@@ -46,7 +46,7 @@ pub struct AppState {
     /// Sync requests whose many changes are being decoded at once, at most one per core:
     /// each on one of tokio's blocking threads, which are kept and reused (unbounded, a
     /// burst of such requests would start hundreds of threads).
-    pub decoding: tokio::sync::Semaphore,
+    pub decoding: Arc<tokio::sync::Semaphore>,
 }
 
 pub type App = Arc<AppState>;
@@ -164,13 +164,17 @@ async fn sync(State(app): State<App>, headers: HeaderMap, _: Caller, Checked(bod
     let (request, operations) = decode_sync(&body, app.limits.max_decoded_bytes)?;
     // Decoding changes takes CPU in proportion to the operations they claim: many are
     // decoded off the threads that serve every connection.
-    let (request, changes) = if operations <= DECODED_INLINE {
+    let (request, changes) = if operations <= DECODED_INLINE && request.changes.len() <= CHANGES_INLINE {
         let changes = decode_changes(&request)?;
         (request, changes)
     } else {
         let internal = |e: &dyn std::fmt::Display| ServerError::Internal(format!("decoding a sync request: {e}"));
-        let _decoding = app.decoding.acquire().await.map_err(|e| internal(&e))?;
-        let decoded = tokio::task::spawn_blocking(move || decode_changes(&request).map(|changes| (request, changes)));
+        // Held by the decoding itself, which goes on should the caller hang up.
+        let decoding = app.decoding.clone().acquire_owned().await.map_err(|e| internal(&e))?;
+        let decoded = tokio::task::spawn_blocking(move || {
+            let _decoding = decoding;
+            decode_changes(&request).map(|changes| (request, changes))
+        });
         decoded.await.map_err(|e| internal(&e))??
     };
     let (pushed, version) = (changes.len(), request.version);
@@ -194,8 +198,7 @@ fn decode_sync(body: &[u8], max_decoded_bytes: usize) -> Result<(SyncRequest, u6
     })?;
     let mut operations = 0u64;
     for (i, pushed) in request.changes.iter().enumerate().map(|(i, p)| (i + 1, p)) {
-        let id = pushed.household_id.trim();
-        if id.is_empty() || id.len() > MAX_HOUSEHOLD_ID_BYTES {
+        if pushed.household_id.trim().is_empty() || pushed.household_id.len() > MAX_HOUSEHOLD_ID_BYTES {
             return Err(ServerError::BadRequest(format!(
                 "第 {i} 个变更的住户编号为空或过长 / change {i} has no household id, or one longer than \
                  {MAX_HOUSEHOLD_ID_BYTES} bytes"
@@ -228,6 +231,10 @@ fn undecodable(i: usize, e: String) -> ServerError {
 /// Changes claiming more operations than this together are decoded off the threads that
 /// serve connections (about 1 ms of decoding; a phone's usual push claims a few hundred).
 const DECODED_INLINE: u64 = 10_000;
+
+/// Nor more changes than this (each costs a few microseconds to decode, however few
+/// operations it claims).
+const CHANGES_INLINE: usize = 256;
 
 /// A backup of the store, made now and streamed (admins): what `doorstep-server backup`
 /// writes, to keep off the server's disk.

@@ -61,7 +61,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
         metrics_token_hash: config.metrics_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_chosen_secret),
-        decoding: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        decoding: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -187,6 +187,11 @@ fn a_household_unreadable_on_the_phone_is_rebuilt_from_the_servers_copy_and_sync
         p2.sync(&district.server).unwrap();
         (p2, first)
     };
+    // And one visit m1 recorded there before the damage, not sent yet.
+    let unsent = {
+        let p1 = Phone::new(district.dir.path(), "m1", "m1", device.clone());
+        p1.replica.record_visit(&new_visit(&damaged, 1_500, "损坏前未同步的走访")).unwrap().id
+    };
     let file = district.dir.path().join("m1.sqlite3");
     let conn = rusqlite::Connection::open(&file).unwrap();
     let n = conn
@@ -202,10 +207,15 @@ fn a_household_unreadable_on_the_phone_is_rebuilt_from_the_servers_copy_and_sync
     let on_other = p1.replica.record_visit(&new_visit(&other, 3_000, "另一户的走访")).unwrap().id;
 
     let report = p1.sync(&district.server).unwrap();
-    assert_eq!(report.accepted, 1, "{report:?}");
+    assert_eq!(report.accepted, 2, "{report:?}");
     assert!(p1.replica.pending_changes().unwrap().is_empty());
-    assert_eq!(p1.visit_ids(&damaged), [first_visit, from_m2], "rebuilt from the server's copy");
+    let mut on_damaged = p1.visit_ids(&damaged);
+    on_damaged.sort();
+    let mut expected = vec![first_visit, unsent, from_m2];
+    expected.sort();
+    assert_eq!(on_damaged, expected, "rebuilt from the server's copy, with the visit the phone sent");
     assert_eq!(p1.visit_ids(&other), [on_other]);
+    p2.sync(&district.server).unwrap();
     assert_eq!(p1.replica.household_json(&damaged).unwrap(), p2.replica.household_json(&damaged).unwrap());
     drop(admin);
     district.server.assert_sound();

@@ -213,9 +213,11 @@ impl HouseholdDocument {
         check_not_blank("community_id/社区", &new.community_id)?;
         check_not_blank("branch_id/支部", &new.branch_id)?;
         for g in &new.guardians {
+            check_not_blank("name/姓名", &g.name)?;
             check_phone(&g.phone)?;
         }
         for s in &new.students {
+            check_not_blank("name/姓名", &s.name)?;
             s.hukou_status.check_input("hukou_status/户籍")?;
         }
         let id = new_id();
@@ -1125,7 +1127,14 @@ mod tests {
         doc.change(&author(), 2_000, "update_household".into(), |d| Ok(d.put(&obj, "community_id", "")?)).unwrap();
         let change = doc.changes_since(&before).remove(0);
         let refused = rules::check_change(&mut doc, &change, "c-1", crate::model::Role::Coordinator).unwrap_err();
-        assert!(refused.contains("does not fit the schema") && refused.contains("blank"), "{refused}");
+        assert!(refused.contains("does not fit the schema") && refused.contains("community_id is blank"), "{refused}");
+
+        // A blank an older version left locks nothing: a change to another field passes.
+        let before = doc.heads();
+        doc.update_household(&author(), 3_000, &HouseholdUpdate { address: Some("新地址".into()), ..Default::default() })
+            .unwrap();
+        let other = doc.changes_since(&before).remove(0);
+        assert!(rules::check_change(&mut doc, &other, "c-1", crate::model::Role::Coordinator).is_ok());
     }
 
     #[test]

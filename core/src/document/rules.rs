@@ -53,6 +53,9 @@ pub fn check_change(
 ) -> Result<(Scope, Option<View>), String> {
     let is_member = role == Role::Member;
     let mut household = false;
+    // Household fields (and guardians' or students' names) the change wrote, which must
+    // not be blank: only those, so that a blank left by an older version locks nothing.
+    let mut named: Vec<Vec<String>> = Vec::new();
     let mut visits: BTreeMap<String, Wrote> = BTreeMap::new();
     let mut issues: BTreeMap<String, Wrote> = BTreeMap::new();
     for (path, replaced) in doc.paths_written_by(change) {
@@ -65,6 +68,12 @@ pub fn check_change(
                     ));
                 }
                 household = true;
+                match p.as_slice() {
+                    ["household", "family_name" | "branch_id" | "community_id"]
+                    | ["household", "guardians" | "students", _]
+                    | ["household", "guardians" | "students", _, "name"] => named.push(path.clone()),
+                    _ => {}
+                }
             }
             ["visits", id, rest @ ..] => visits.entry(id.to_string()).or_default().note(rest, replaced, "recorded"),
             ["issues", id, rest @ ..] => issues.entry(id.to_string()).or_default().note(rest, replaced, "raised"),
@@ -87,9 +96,21 @@ pub fn check_change(
         let unfit = |e: &dyn std::fmt::Display| format!("住户资料不符合格式 / the household does not fit the schema: {e}");
         let read = doc.view(&Scope::household()).map_err(|e| unfit(&e))?;
         let Some(h) = &read.household else { return Err(unfit(&"it is missing")) };
-        let names = h.guardians.iter().map(|g| &g.name).chain(h.students.iter().map(|s| &s.name));
-        if [&h.family_name, &h.branch_id, &h.community_id].into_iter().chain(names).any(|v| v.trim().is_empty()) {
-            return Err(unfit(&"a family name, branch, community, guardian's or student's name is blank"));
+        let person = |people: &str, id: &str| match people {
+            "guardians" => h.guardians.iter().find(|g| g.id == id).map(|g| g.name.as_str()),
+            _ => h.students.iter().find(|s| s.id == id).map(|s| s.name.as_str()),
+        };
+        for path in &named {
+            let value = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["household", "family_name"] => Some(h.family_name.as_str()),
+                ["household", "branch_id"] => Some(h.branch_id.as_str()),
+                ["household", "community_id"] => Some(h.community_id.as_str()),
+                ["household", people, id, ..] => person(people, id),
+                _ => None,
+            };
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(unfit(&format!("{} is blank", path[1..].join("/"))));
+            }
         }
         view.absorb(read);
     }

@@ -162,6 +162,13 @@ impl Store {
         Ok(out)
     }
 
+    /// The bytes of a household's unacknowledged local changes, oldest first.
+    pub fn outbox_changes(&self, household_id: &str) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT data FROM outbox WHERE household_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([household_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Every unacknowledged local change: (hash, household, quarantine reason).
     pub fn outbox_entries(&self) -> Result<Vec<(String, String, Option<String>)>> {
         let mut stmt = self.conn.prepare_cached("SELECT hash, household_id, quarantine_reason FROM outbox ORDER BY seq")?;

@@ -188,9 +188,6 @@ impl Replica {
         let mut report = ImportReport::default();
         let mut unreadable = Vec::new();
         let mut prepared = prepare_imports(inner, decoded, &mut report, Some(&mut unreadable))?;
-        // Stored copies that cannot be read come whole again; this answer's changes to
-        // them are in that copy.
-        rebuild.extend(unreadable);
 
         // Changes the server lacks (found by a reconciliation) go to the outbox.
         // Per household, the (hash, bytes) of each change the server lacks.
@@ -205,6 +202,12 @@ impl Replica {
                     let mut doc = match inner.take(&heads.household_id) {
                         Ok(doc) => doc,
                         Err(Error::NotFound { .. }) => continue,
+                        // Its changes are in the outbox until the server has them: it
+                        // comes whole, and they are pushed from there.
+                        Err(Error::CorruptHousehold { .. }) => {
+                            unreadable.push(heads.household_id.clone());
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     };
                     let missing = outbox_entries(doc.changes_since(&theirs));
@@ -217,6 +220,10 @@ impl Replica {
             }
         }
 
+        // Stored copies that cannot be read come whole again; this answer's changes to
+        // them are in that copy.
+        let unreadable_found = !unreadable.is_empty();
+        rebuild.extend(unreadable);
         let tx = inner.store.transaction()?;
         write_imports(&tx, &mut prepared, &mut report)?;
         let mut dropped: Vec<String> = Vec::new();
@@ -284,6 +291,7 @@ impl Replica {
             || response.reconcile_needed
             || leaving_later
             || !to_push.is_empty()
+            || unreadable_found
             || (progress && (!rebuild.is_empty() || !self.lock().store.outbox_batch(1)?.is_empty()));
         let mut changed: Vec<String> = report.households_changed;
         changed.extend(step.households_removed.iter().cloned());
