@@ -1180,6 +1180,31 @@ mod tests {
     }
 
     #[test]
+    fn a_household_a_reconciliation_page_left_out_is_removed_should_it_leave_the_scope_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = district(dir.path(), &["m1"]);
+        let households: Vec<String> = (0..60).map(|i| household(&mut engine, &format!("户{i}"), "m1")).collect();
+        let (p1, first) = phone(&mut engine, "m1");
+        // Heads that make every household's whole history due: more than a 16 KiB page.
+        let mut request = SyncRequest::new(Some(first.position.clone()), vec![]);
+        request.reconcile = Some(households.iter().map(|h| Heads { household_id: h.clone(), heads: vec![] }).collect());
+        request.max_response_bytes = 16 * 1024;
+        let job = |request: SyncRequest| SyncJob { token_hash: hash_secret(&p1.token), request, changes: vec![] };
+        let paged = engine.sync_batch(vec![job(request)]).pop().unwrap().unwrap();
+        assert!(paged.more);
+        let sent: BTreeSet<&str> = paged.data.iter().map(|d| d.household_id.as_str()).collect();
+        let left_out = households.iter().find(|h| !sent.contains(h.as_str())).unwrap().clone();
+
+        // It leaves the member's scope before the next answer: that answer removes it.
+        admin::assign(&mut engine, "admin", &left_out, "m1", false);
+        let next = SyncRequest { max_response_bytes: 16 * 1024, ..SyncRequest::new(Some(paged.position.clone()), vec![]) };
+        let answer = engine.sync_batch(vec![job(next)]).pop().unwrap().unwrap();
+        assert!(answer.removed.contains(&left_out), "{:?}", answer.removed);
+        assert!(answer.data.iter().all(|d| d.household_id != left_out));
+        assert!(answer.whole.iter().all(|w| !w.household_ids.contains(&left_out)));
+    }
+
+    #[test]
     fn a_reconciliation_loads_only_the_households_whose_heads_differ() {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = district(dir.path(), &["m1"]);
