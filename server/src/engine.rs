@@ -1196,7 +1196,7 @@ mod tests {
         let left_out = households.iter().find(|h| !sent.contains(h.as_str())).unwrap().clone();
 
         // It leaves the member's scope before the next answer: that answer removes it.
-        admin::assign(&mut engine, "admin", &left_out, "m1", false);
+        admin::assign(&mut engine, "admin", &left_out, "m1", false).unwrap();
         let next = SyncRequest { max_response_bytes: 16 * 1024, ..SyncRequest::new(Some(paged.position.clone()), vec![]) };
         let answer = engine.sync_batch(vec![job(next)]).pop().unwrap().unwrap();
         assert!(answer.removed.contains(&left_out), "{:?}", answer.removed);
