@@ -936,7 +936,7 @@ mod tests {
     use crate::admin;
     use crate::auth::hash_secret;
     use doorstep_core::NewHousehold;
-    use crate::merge::tests::{district, household, job, phone, record_visits, visits_on, whole};
+    use crate::merge::tests::{district, household, job, phone, record_visits, sync, visits_on, whole};
     use crate::store::sqlite::SqliteStore;
 
     thread_local! {
@@ -1007,16 +1007,6 @@ mod tests {
         phones
     }
 
-    /// The position of a first sync.
-    fn sync_one_first(engine: &mut Engine<SqliteStore>, token: &str) -> Position {
-        engine.sync_batch(vec![job(token, None, vec![])]).pop().unwrap().expect("answered").position
-    }
-
-    /// One sync answer (one request, its own batch).
-    fn sync_one(engine: &mut Engine<SqliteStore>, token: &str, position: Position, changes: Vec<(String, Change)>) -> SyncResponse {
-        engine.sync_batch(vec![job(token, Some(position), changes)]).pop().unwrap().expect("answered")
-    }
-
     #[test]
     fn a_household_held_again_for_a_late_visit_and_back_in_scope_comes_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -1027,12 +1017,12 @@ mod tests {
         // Unassigned (change U); the answer removes h, leaving U out, and its position
         // passes U. The phone keeps h: its visit was not sent yet.
         admin::assign(&mut engine, "admin", &h, "m1", false).unwrap();
-        let removing = sync_one(&mut engine, &p1.token, first.position.clone(), vec![]);
+        let removing = sync(&mut engine, &p1.token, Some(first.position.clone()), vec![]);
         assert_eq!(removing.removed, std::slice::from_ref(&h));
         assert!(removing.data.is_empty());
         // Assigned again (change A, after U) before the phone pushes its visit.
         admin::assign(&mut engine, "admin", &h, "m1", true).unwrap();
-        let taken = sync_one(&mut engine, &p1.token, removing.position.clone(), late.clone());
+        let taken = sync(&mut engine, &p1.token, Some(removing.position.clone()), late.clone());
         assert_eq!(taken.acks[0].outcome, Outcome::Accepted);
         assert!(taken.removed.is_empty());
 
@@ -1045,7 +1035,7 @@ mod tests {
         let applied = copy.apply(whole_again.changes_since(&[])).unwrap();
         assert!(applied.waiting.is_empty());
         assert_eq!(copy.heads(), whole_again.heads());
-        let after = sync_one(&mut engine, &p1.token, taken.position.clone(), vec![]);
+        let after = sync(&mut engine, &p1.token, Some(taken.position.clone()), vec![]);
         assert!(after.whole.is_none() && after.data.is_empty() && after.removed.is_empty(), "held again as usual");
     }
 
@@ -1053,7 +1043,7 @@ mod tests {
     fn releasing_the_creation_of_a_household_the_server_lacks_creates_it_if_it_fits() {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, admin_token) = district(dir.path(), &["m1"]);
-        let position = sync_one_first(&mut engine, &admin_token);
+        let position = sync(&mut engine, &admin_token, None, vec![]).position;
         // Households made elsewhere (before the backup the server was restored from), as
         // an admin's phone pushes them back.
         let made = |branch: &str| {
@@ -1077,7 +1067,7 @@ mod tests {
         let misplaced = format!("{other}-not");
         let pushed =
             vec![(fits.clone(), creation.clone()), (unknown_branch, in_b9.clone()), (misplaced.clone(), elsewhere.clone())];
-        let held = sync_one(&mut engine, &admin_token, position, pushed);
+        let held = sync(&mut engine, &admin_token, Some(position), pushed);
         for ack in &held.acks {
             assert!(matches!(&ack.outcome, Outcome::Quarantined { reason } if reason.contains("does not exist")), "{held:?}");
         }
@@ -1120,7 +1110,7 @@ mod tests {
 
         // m2 records a visit on it; m1's phone hears nothing of it.
         let on_h2 = record_visits(&p2, &first2, |_| 1);
-        assert_eq!(sync_one(&mut engine, &p2.token, first2.position.clone(), on_h2.clone()).acks[0].outcome, Outcome::Accepted);
+        assert_eq!(sync(&mut engine, &p2.token, Some(first2.position.clone()), on_h2.clone()).acks[0].outcome, Outcome::Accepted);
         let mut next = SyncRequest::new(Some(claimed.position.clone()), vec![]);
         next.more_to_push = true;
         let heard = engine.sync_batch(vec![SyncJob { token_hash: hash_secret(&p1.token), request: next, changes: vec![] }]);
@@ -1150,7 +1140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, admin_token) = district(dir.path(), &["m1"]);
         let households: BTreeSet<String> = (0..60).map(|i| household(&mut engine, &format!("户{i}"), "m1")).collect();
-        let first = sync_one_first(&mut engine, &admin_token);
+        let first = sync(&mut engine, &admin_token, None, vec![]).position;
         // The admin's phone, restored empty, reconciles with pages of 16 KiB.
         let request = |position: Position, reconcile: bool| {
             let mut request = SyncRequest::new(Some(position), vec![]);
@@ -1216,7 +1206,7 @@ mod tests {
             copies.iter_mut().map(|doc| Heads { household_id: doc.id().to_string(), heads: heads_of(doc) }).collect();
         // The server moves on for one household; its documents leave memory.
         let on_behind = record_visits(&p1, &first, |h| if h == behind { 1 } else { 0 });
-        let accepted = sync_one(&mut engine, &p1.token, first.position.clone(), on_behind);
+        let accepted = sync(&mut engine, &p1.token, Some(first.position.clone()), on_behind);
         assert_eq!(accepted.acks[0].outcome, Outcome::Accepted);
         engine.cache.clear();
 

@@ -720,7 +720,7 @@ pub(crate) mod tests {
         SyncJob { token_hash: hash_secret(token), request, changes }
     }
 
-    fn sync(
+    pub(crate) fn sync(
         engine: &mut Engine<SqliteStore>,
         token: &str,
         position: Option<Position>,
