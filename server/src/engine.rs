@@ -263,10 +263,8 @@ impl<S: ServerStore> Engine<S> {
 /// transaction rolled back, so that a batch that fails this way is retried one request
 /// at a time and only the request that set it off fails.
 fn unwound<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        tracing::error!("a sync batch panicked; its transaction rolled back");
-        Err(ServerError::Internal(crate::writer::FAILED_INSIDE.into()))
-    })
+    crate::writer::survive("a sync batch", f)
+        .unwrap_or_else(|| Err(ServerError::Internal(crate::writer::FAILED_INSIDE.into())))
 }
 
 /// A quarantined change an admin may still decide (held).

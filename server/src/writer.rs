@@ -38,7 +38,7 @@ pub(crate) const FAILED_INSIDE: &str =
     "服务器处理该请求时内部出错，请重试 / the server failed inside while handling this request; retry it";
 
 /// Run `f` on the writer thread, catching a panic (logged) so that the thread goes on.
-fn survive<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+pub(crate) fn survive<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .map_err(|_| tracing::error!("{what} panicked; its transaction rolled back, the writer goes on"))
         .ok()
