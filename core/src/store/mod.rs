@@ -121,10 +121,7 @@ impl Store {
     pub fn all_heads(&self) -> Result<Vec<(String, Vec<String>)>> {
         let mut stmt = self.conn.prepare_cached("SELECT household_id, heads FROM doc_heads ORDER BY household_id")?;
         let rows = stmt
-            .query_map([], |r| {
-                let heads: String = r.get(1)?;
-                Ok((r.get(0)?, heads.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()))
-            })?
+            .query_map([], |r| Ok((r.get(0)?, heads_from_text(&r.get::<_, String>(1)?))))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -227,6 +224,17 @@ impl StoreTx<'_> {
             .execute(params![id, heads.join(",")])?;
         projection::write(&self.tx, &id, view)?;
         self.compaction_due(&id)
+    }
+
+    /// The heads of a household's stored document (hex), as its last save wrote them,
+    /// without loading it.
+    pub fn document_heads(&self, household_id: &str) -> Result<Option<Vec<String>>> {
+        let heads: Option<String> = self
+            .tx
+            .prepare_cached("SELECT heads FROM doc_heads WHERE household_id = ?1")?
+            .query_row([household_id], |r| r.get(0))
+            .optional()?;
+        Ok(heads.as_deref().map(heads_from_text))
     }
 
     /// Whether a household's stored increments have grown enough to be compacted.
@@ -380,6 +388,11 @@ impl StoreTx<'_> {
         self.tx.commit()?;
         Ok(())
     }
+}
+
+/// Heads as `doc_heads` keeps them: hex, separated by commas.
+fn heads_from_text(text: &str) -> Vec<String> {
+    text.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()
 }
 
 #[cfg(test)]

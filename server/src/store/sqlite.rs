@@ -452,12 +452,7 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn document_heads(&self, household_id: &str) -> Result<Option<Vec<String>>> {
-        let heads: Option<String> = self
-            .conn()
-            .prepare_cached("SELECT heads FROM doc_heads WHERE household_id = ?1")?
-            .query_row([household_id], |r| r.get(0))
-            .optional()?;
-        Ok(heads.map(|h| h.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect()))
+        Ok(self.tx.document_heads(household_id)?)
     }
 
     fn household_exists(&self, household_id: &str) -> Result<bool> {
